@@ -1,0 +1,169 @@
+"""The generator: physical noise, an optional U-Net, and the clip to [0, 1]; and `synthesize`.
+
+A generator is a `NoiseModel`: a frozen `GeneratorConfig` (static) and one params pytree
+``{"noise": {...}, "net": {...}}``. `generate(params, key, clean, cfg)` is the one pure function that the
+training step and `synthesize` both call.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from starlight_jax import noise as noise_lib
+from starlight_jax import validation
+from starlight_jax.noiselist import DEFAULT_NOISELIST, NoiseConfig, parse_noiselist
+
+NETWORKS = ("Unet", "Unet_cat", "Unet_first", "noUnet")
+
+
+@dataclasses.dataclass(frozen=True)
+class GeneratorConfig:
+    """Everything static about a generator.
+
+    Attributes:
+      noise: which physical components, in which compat mode (`parse_noiselist`).
+      network: ``"Unet"`` (y ← Net(x + n)), ``"Unet_cat"`` (y ← Net([x, x + n]), clean channels first),
+        ``"Unet_first"`` (x ← Net(x) before the noise) or ``"noUnet"``.
+      unet_opts: the original's ``residual<X>_<down>_<up>_<act>`` string.
+    """
+
+    noise: NoiseConfig = dataclasses.field(default_factory=lambda: parse_noiselist(DEFAULT_NOISELIST))
+    network: str = "noUnet"
+    unet_opts: str = "residualFalse_conv_tconv_selu"
+
+    def __post_init__(self):
+        if self.network not in NETWORKS:
+            raise ValueError(f"network must be one of {NETWORKS}, got {self.network!r}")
+
+    @property
+    def channels(self) -> int:
+        return self.noise.channels
+
+
+@struct.dataclass
+class NoiseModel:
+    """A generator's config and parameters; a pytree, so it passes through `jax.jit` and `jax.grad`."""
+
+    params: Any
+    config: GeneratorConfig = struct.field(pytree_node=False)
+
+
+def init_generator(key, config: GeneratorConfig, *, fixed_pattern=None) -> NoiseModel:
+    """Initial parameters ``{"noise": ..., "net": ...}`` for ``config``.
+
+    Args:
+      key: PRNG key for the network's initialisation (unused for ``noUnet``).
+      config: the generator configuration.
+      fixed_pattern: optional ``[Hf, Wf, C]`` map for the ``fixed1`` component.
+    """
+    params = {"noise": noise_lib.init_params(config.noise, fixed_pattern=fixed_pattern)}
+    if config.network != "noUnet":
+        from starlight_jax.models import unet as unet_lib  # the U-Net joins only when asked for
+
+        params["net"] = unet_lib.init_unet_for_generator(key, config)
+    return NoiseModel(params=params, config=config)
+
+
+def generate(params, key, clean, config: GeneratorConfig, *, train: bool = False, fixed_offset=None):
+    """One forward pass of the generator: ``clip(Net?(x + noise), 0, 1)``, shape of ``clean``.
+
+    Args:
+      params: ``{"noise": ..., "net": ...}``.
+      key: PRNG key; split into a noise key and a dropout key.
+      clean: ``[..., H, W, C]`` clean images.
+      config: the generator configuration (static).
+      train: dropout on when True. ``False`` is the default here; the original never switched it off,
+        which ``train=True`` reproduces.
+      fixed_offset: ``[2]`` crop offset of ``clean`` inside the fixed-pattern map (default: random).
+    """
+    noise_key, dropout_key = jax.random.split(key)
+    net = None
+    if config.network != "noUnet":
+        from starlight_jax.models import unet as unet_lib
+
+        net = functools.partial(unet_lib.apply_unet_for_generator, params["net"], config,
+                                train=train, key=dropout_key)
+    x = net(clean) if config.network == "Unet_first" else clean
+    y = noise_lib.add_noise(noise_key, params["noise"], x, config.noise, fixed_offset=fixed_offset)
+    if config.network == "Unet":
+        y = net(y)
+    elif config.network == "Unet_cat":
+        y = net(jnp.concatenate([x, y], axis=-1))
+    return jnp.clip(y, 0.0, 1.0)
+
+
+@functools.lru_cache(maxsize=8)
+def default_model(noiselist: str = DEFAULT_NOISELIST, compat: str = "physics", channels: int = 4) -> NoiseModel:
+    """The model `synthesize` uses when no params are given: the noiselist's initial physical values.
+
+    (When a trained default checkpoint ships in ``checkpoints/default``, it takes this role.)
+    """
+    config = GeneratorConfig(noise=parse_noiselist(noiselist, compat=compat, channels=channels))
+    return init_generator(jax.random.key(0), config)
+
+
+@functools.lru_cache(maxsize=32)
+def _param_shapes(cfg: NoiseConfig) -> dict:
+    return jax.eval_shape(lambda: noise_lib.init_params(cfg))
+
+
+def _resolve(params, noiselist, compat, channels) -> NoiseModel:
+    """Turns the ``params`` argument of `synthesize` into a `NoiseModel`."""
+    if isinstance(params, NoiseModel):
+        if noiselist is not None or compat is not None:
+            raise ValueError("noiselist/compat must not be given together with a NoiseModel: the model "
+                             "carries its own config")
+        return params
+    noiselist = DEFAULT_NOISELIST if noiselist is None else noiselist
+    compat = "physics" if compat is None else compat
+    if params is None:
+        if isinstance(noiselist, NoiseConfig):
+            return NoiseModel(params={"noise": noise_lib.init_params(noiselist)},
+                              config=GeneratorConfig(noise=noiselist))
+        return default_model(noiselist, compat, channels)
+    config = GeneratorConfig(noise=parse_noiselist(noiselist, compat=compat, channels=channels))
+    return NoiseModel(params={"noise": params}, config=config)
+
+
+def synthesize(key, clean, params=None, *, noiselist=None, compat: Optional[str] = None,
+               fixed_offset=None, train: bool = False):
+    """Adds learned camera noise to clean images: ``clip(clean + noise [→ U-Net], 0, 1)``.
+
+    Jittable, `jax.vmap`-able over images and keys, and differentiable in ``params``.
+
+    Args:
+      key: a PRNG key (`jax.random.key`); the same key gives the same noise.
+      clean: ``[..., H, W, C]`` float images in [0, 1]; for a burst ``[..., T, H, W, C]``.
+      params: ``None`` (the default model of ``noiselist``), a dict of noise parameters
+        (`starlight_jax.init_params`), or a full `NoiseModel` (config + params, U-Net included).
+      noiselist: a `--noiselist` string or `NoiseConfig` (default
+        ``shot_read_uniform_row1_rowt_fixed1_periodic``); not with a `NoiseModel`.
+      compat: ``"physics"`` (default) or ``"starlight"`` (the original's behaviour).
+      fixed_offset: ``[2]`` (row, column) of the crop inside the fixed-pattern map; default random.
+      train: dropout of the U-Net on (the original always had it on).
+
+    Returns:
+      The noisy images, same shape and dtype as ``clean``.
+
+    Raises:
+      ValueError: for a clean image that is not a finite float array ``[..., H, W, C]`` with the
+        model's channel count, params that do not match the noiselist, or a fixed-pattern map smaller
+        than the image.
+    """
+    channels = clean.shape[-1] if hasattr(clean, "shape") and len(clean.shape) else 4
+    if isinstance(params, NoiseModel):
+        channels = params.config.channels
+    elif params is not None and isinstance(noiselist, NoiseConfig):
+        channels = noiselist.channels
+    model = _resolve(params, noiselist, compat, channels)
+    cfg = model.config
+    clean = validation.check_image("clean", clean, channels=cfg.channels)
+    height, width = clean.shape[-3], clean.shape[-2]
+    validation.check_noise_params(model.params["noise"], cfg.noise, _param_shapes(cfg.noise), height, width)
+    validation.check_offset(fixed_offset, cfg.noise, model.params["noise"], height, width)
+    return generate(model.params, key, clean, cfg, train=train, fixed_offset=fixed_offset)

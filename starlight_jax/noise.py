@@ -1,0 +1,303 @@
+"""Physical noise components: pure functions of an explicit PRNG key, the parameters and the clean image.
+
+Every component has the signature ``component(key, params, clean, cfg, **kw) -> noise`` with ``noise`` of
+the same shape and dtype as ``clean`` ``[..., H, W, C]`` (a burst is the axis before ``H``: ``[..., T, H,
+W, C]``), so they compose with `jax.jit`, `jax.vmap` and `jax.grad`. ``params`` is one flat dict; the
+same keys mean the same physical quantity in both compat modes, but the stored value differs:
+
+=================  =========================================  =========================================
+key                ``compat="starlight"`` (stored = used)      ``compat="physics"`` (used = exp(stored))
+=================  =========================================  =========================================
+``shot``           a, std = a·x + b                            a, variance = a·x + b
+``read``           b (a std)                                   b (a variance)
+``uniform``        u, noise = u·U[0, 1)                        q, noise = q·(U[0, 1) − ½)
+``column``         σ of per-column offsets (``row1``)          same
+``column_t``       σ of ``rowt`` offsets                       same
+``row``            σ of per-row offsets                        same
+``periodic``       (p0, p1, p2) of SPEC §2.2                   same, no abs, no 1/√(HW)
+``learned_fixed``  trainable (Hf, Wf, C) map                   same
+``fixed_pattern``  constant (Hf, Wf, C) map (not trained)      same
+=================  =========================================  =========================================
+
+`scales` turns stored parameters into the used values; `init_params` gives each mode's initial values.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Mapping, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from starlight_jax.noiselist import NoiseConfig
+
+Params = Mapping[str, jax.Array]
+
+# Scalars that the physics mode stores as logarithms (always positive when used, SPEC §12.9).
+LOG_PARAMS = ("shot", "read", "uniform", "column", "column_t", "row", "periodic")
+
+# Initial values. Starlight: the scaled inits of the ablation class (SPEC §2.1), used as they are.
+STARLIGHT_INIT = dict(shot=0.2, read=0.02, uniform=0.1, column=0.002, column_t=0.002, row=0.002,
+                      periodic=(0.5, 0.5, 0.5))
+# Physics: plausible values for a raw frame normalised to [0, 1] (a 10–14-bit sensor at moderate gain):
+# shot variance 1e-3 per unit signal, read std ≈ 3e-3, 10-bit quantisation step, 1e-3 stripes.
+PHYSICS_INIT = dict(shot=1e-3, read=1e-5, uniform=1.0 / 1024, column=1e-3, column_t=1e-3, row=1e-3,
+                    periodic=(1e-3, 1e-3, 1e-3))
+
+# One key per possible component, split in this fixed order, so that switching one component on or off
+# never changes the random draws of the others.
+_KEY_ORDER = ("shot_read", "shot", "read", "uniform", "column", "column_t", "row", "fixed",
+              "learned_fixed", "periodic")
+
+_TINY_VARIANCE = 1e-12  # keeps sqrt differentiable where a·x + b touches 0
+
+
+def scales(params: Params, cfg: NoiseConfig) -> dict:
+    """The values the formulas use: ``params`` as stored (starlight) or ``exp`` of them (physics)."""
+    if cfg.starlight:
+        return dict(params)
+    return {k: (jnp.exp(v) if k in LOG_PARAMS else v) for k, v in params.items()}
+
+
+def stored_value(name: str, value, cfg: NoiseConfig) -> jax.Array:
+    """Inverse of `scales` for one parameter: the stored value whose used value is ``value``."""
+    if cfg.starlight or name not in LOG_PARAMS:
+        return jnp.asarray(value, jnp.float32)
+    value = np.asarray(value, np.float32)
+    if np.any(value <= 0):
+        raise ValueError(f"params[{name!r}] must be > 0 under compat='physics' (stored as a log), got {value}")
+    return jnp.log(value)
+
+
+def init_params(cfg: NoiseConfig, *, fixed_pattern=None, learned_fixed=None) -> dict:
+    """Initial parameters of every enabled component (only those: the tree holds nothing unused).
+
+    Args:
+      cfg: the noise configuration.
+      fixed_pattern: optional ``[Hf, Wf, C]`` map for ``fixed1`` (e.g. a mean dark frame in [0, 1]
+        units). Default: zeros of ``cfg.fixed_shape``, i.e. no fixed pattern until one is given.
+      learned_fixed: optional initial ``[Hf, Wf, C]`` map for ``learnedfixed``; default zeros.
+
+    Returns:
+      A flat dict of float32 arrays (see the module docstring for keys and meaning).
+    """
+    init = STARLIGHT_INIT if cfg.starlight else PHYSICS_INIT
+    params = {}
+    # Only what is used: under starlight, "shot" without "read" adds nothing, so it gets no parameter.
+    if cfg.shot and (cfg.read or not cfg.starlight):
+        params["shot"] = stored_value("shot", init["shot"], cfg)
+    if cfg.read:
+        params["read"] = stored_value("read", init["read"], cfg)
+    for name in ("uniform", "column", "column_t", "row", "periodic"):
+        if getattr(cfg, name):
+            params[name] = stored_value(name, init[name], cfg)
+    for name, flag, given in (("fixed_pattern", cfg.fixed, fixed_pattern),
+                              ("learned_fixed", cfg.learned_fixed, learned_fixed)):
+        if flag:
+            shape = (*cfg.fixed_shape, cfg.channels)
+            params[name] = (jnp.zeros(shape, jnp.float32) if given is None
+                            else jnp.asarray(given, jnp.float32))
+    return params
+
+
+# ------------------------------------------------------------------------------------------------------
+# Per-pixel components
+# ------------------------------------------------------------------------------------------------------
+def shot_read_noise(key, params: Params, clean, cfg: NoiseConfig):
+    r"""Signal-dependent plus read noise, i.i.d. per pixel, frame and channel.
+
+    .. math::
+       \text{starlight: } n = (a x + b)\,\varepsilon, \qquad
+       \text{physics: } n = \sqrt{a x + b}\,\varepsilon \;\; (\operatorname{Var} = a x + b),
+
+    with :math:`\varepsilon \sim \mathcal N(0, 1)`. With ``cfg.shot_sampler == "poisson"`` the shot part
+    is exact: :math:`n = a\,\mathrm{Poisson}(x / a) - x + \sqrt{b}\,\varepsilon` (``a`` is the gain in
+    [0, 1] units per electron; not differentiable in ``a``).
+
+    .. note:: The original uses the linear *std* a·x + b (SPEC §12.3); ``compat="starlight"`` keeps it.
+    """
+    s = scales(params, cfg)
+    a, b = s["shot"].astype(clean.dtype), s["read"].astype(clean.dtype)
+    if cfg.starlight:
+        return (a * clean + b) * jax.random.normal(key, clean.shape, clean.dtype)
+    if cfg.shot_sampler == "poisson":
+        k_shot, k_read = jax.random.split(key)
+        signal = jnp.maximum(clean, 0)
+        electrons = jax.random.poisson(k_shot, jax.lax.stop_gradient(signal / a), clean.shape)
+        return (a * electrons.astype(clean.dtype) - signal
+                + jnp.sqrt(b) * jax.random.normal(k_read, clean.shape, clean.dtype))
+    variance = jnp.maximum(a * clean + b, _TINY_VARIANCE)
+    return jnp.sqrt(variance) * jax.random.normal(key, clean.shape, clean.dtype)
+
+
+def shot_noise(key, params: Params, clean, cfg: NoiseConfig):
+    """Shot noise alone (``shot`` without ``read``, physics only): Var = a·x.
+
+    .. note:: Under ``compat="starlight"`` "shot" without "read" adds nothing (SPEC §2.1), so this
+       component is never called there.
+    """
+    return shot_read_noise(key, {**params, "read": jnp.float32(-jnp.inf)}, clean, cfg)  # exp(-inf) = 0
+
+
+def read_noise(key, params: Params, clean, cfg: NoiseConfig):
+    """Read noise alone: std b (starlight) or variance b (physics), i.i.d. per pixel."""
+    b = scales(params, cfg)["read"].astype(clean.dtype)
+    std = b if cfg.starlight else jnp.sqrt(b)
+    return std * jax.random.normal(key, clean.shape, clean.dtype)
+
+
+def uniform_noise(key, params: Params, clean, cfg: NoiseConfig):
+    r"""Quantisation noise, i.i.d. per pixel: :math:`u\,U[0,1)` (starlight) or :math:`q\,(U[0,1) - ½)`.
+
+    .. note:: The original's one-sided draw adds a bias of u/2 (SPEC §12.4); physics is zero-mean with
+       variance q²/12.
+    """
+    u = scales(params, cfg)["uniform"].astype(clean.dtype)
+    eta = jax.random.uniform(key, clean.shape, clean.dtype)
+    return u * eta if cfg.starlight else u * (eta - 0.5)
+
+
+# ------------------------------------------------------------------------------------------------------
+# Structured components
+# ------------------------------------------------------------------------------------------------------
+def column_noise(key, params: Params, clean, cfg: NoiseConfig):
+    """Per-column offsets σ·ρ[..., w, c], constant along H, new per frame and channel (``row1``).
+
+    .. note:: The original calls this "row" noise; it is one value per column (SPEC §12.6).
+    """
+    sigma = scales(params, cfg)["column"].astype(clean.dtype)
+    draws = jax.random.normal(key, (*clean.shape[:-3], 1, *clean.shape[-2:]), clean.dtype)
+    return jnp.broadcast_to(sigma * draws, clean.shape)
+
+
+def column_t_noise(key, params: Params, clean, cfg: NoiseConfig):
+    """Per-column offsets shared by all channels (``rowt``).
+
+    Physics: one draw per burst, shared by every frame (the frame axis is -4 of ``[..., T, H, W, C]``;
+    a single ``[H, W, C]`` frame gets its own draw). Starlight: a new draw per frame, as the original did
+    under frames-as-batch (SPEC §12.7).
+    """
+    sigma = scales(params, cfg)["column_t"].astype(clean.dtype)
+    lead = clean.shape[:-3]
+    if not cfg.starlight and lead:
+        lead = (*lead[:-1], 1)
+    draws = jax.random.normal(key, (*lead, 1, clean.shape[-2], 1), clean.dtype)
+    return jnp.broadcast_to(sigma * draws, clean.shape)
+
+
+def row_noise(key, params: Params, clean, cfg: NoiseConfig):
+    """Per-row offsets σ·ρ[..., h, c], constant along W, new per frame and channel (true row noise)."""
+    sigma = scales(params, cfg)["row"].astype(clean.dtype)
+    draws = jax.random.normal(key, (*clean.shape[:-2], 1, clean.shape[-1]), clean.dtype)
+    return jnp.broadcast_to(sigma * draws, clean.shape)
+
+
+def periodic_noise(key, params: Params, clean, cfg: NoiseConfig):
+    r"""A column pattern with a 4-pixel period along W (SPEC §2.2), new per frame and channel.
+
+    With α, β, γ ~ N(0, 1) per frame and channel, the original builds a spectrum on row 0 with
+    ``S[0,0] = p0 α``, ``S[0,W//4] = p1 β + i p2 γ``, ``S[0,3W//4] = p1 β − i p2 γ`` and returns
+    ``|ifft2_ortho(S)|``. That is evaluated here in closed form (three complex exponentials, no FFT):
+
+    .. math::
+       P[w] = \frac{1}{\sqrt{HW}}\Big|\,p_0\alpha + (p_1\beta + i p_2\gamma)e^{2\pi i k_1 w/W}
+              + (p_1\beta - i p_2\gamma)e^{2\pi i k_2 w/W}\Big| \quad\text{(starlight)},
+
+    .. math::
+       P[w] = p_0\alpha + 2 p_1\beta\cos(2\pi k_1 w/W) - 2 p_2\gamma\sin(2\pi k_1 w/W)
+       \quad\text{(physics)},
+
+    with :math:`k_1 = \lfloor W/4 \rfloor`, :math:`k_2 = \lfloor 3W/4 \rfloor`.
+
+    .. note:: Physics drops the rectifying abs (which adds a positive mean) and the 1/√(HW) factor
+       (which made the amplitude depend on the crop size, SPEC §12.5).
+    """
+    p = scales(params, cfg)["periodic"].astype(clean.dtype)
+    height, width = clean.shape[-3], clean.shape[-2]
+    alpha, beta, gamma = jax.random.normal(key, (3, *clean.shape[:-3], 1, 1, clean.shape[-1]), clean.dtype)
+    w = jnp.arange(width, dtype=clean.dtype)[:, None]  # [W, 1], broadcast against channels
+    phase1 = (2 * math.pi / width) * ((width // 4) * w % width)
+    if not cfg.starlight:
+        pattern = p[0] * alpha + 2 * (p[1] * beta * jnp.cos(phase1) - p[2] * gamma * jnp.sin(phase1))
+        return jnp.broadcast_to(pattern, clean.shape)
+    phase2 = (2 * math.pi / width) * ((3 * width // 4) * w % width)
+    c1, s1, c2, s2 = jnp.cos(phase1), jnp.sin(phase1), jnp.cos(phase2), jnp.sin(phase2)
+    re = p[0] * alpha + p[1] * beta * (c1 + c2) + p[2] * gamma * (s2 - s1)
+    im = p[1] * beta * (s1 + s2) + p[2] * gamma * (c1 - c2)
+    pattern = jnp.sqrt(re * re + im * im + 1e-30) / math.sqrt(height * width)
+    return jnp.broadcast_to(pattern, clean.shape)
+
+
+def _fixed_crop(key, fixed_map, clean, cfg: NoiseConfig, offset):
+    """Crops ``[H, W]`` of the full-frame map at ``offset`` (or a random one drawn from ``key``).
+
+    The offset is shared by every frame of the call, like the crop of the clean image it belongs to.
+    The original drew it from numpy's global RNG with an exclusive upper bound (crashing when the crop
+    equals the frame, SPEC §12.8); here the bound is inclusive, except under ``compat="starlight"``
+    where a crop smaller than the frame keeps the exclusive bound.
+    """
+    height, width = clean.shape[-3], clean.shape[-2]
+    if offset is None:
+        span = jnp.array([fixed_map.shape[0] - height, fixed_map.shape[1] - width])
+        maxval = jnp.maximum(span + (0 if cfg.starlight else 1), 1)
+        offset = jax.random.randint(key, (2,), 0, maxval)
+    offset = jnp.asarray(offset, jnp.int32)
+    crop = jax.lax.dynamic_slice(fixed_map, (offset[0], offset[1], 0), (height, width, fixed_map.shape[-1]))
+    return jnp.broadcast_to(crop.astype(clean.dtype), clean.shape)
+
+
+def fixed_pattern_noise(key, params: Params, clean, cfg: NoiseConfig, offset=None):
+    """The constant fixed-pattern map cropped like the image (``fixed1``); no gradient flows into it."""
+    return _fixed_crop(key, jax.lax.stop_gradient(params["fixed_pattern"]), clean, cfg, offset)
+
+
+def learned_fixed_noise(key, params: Params, clean, cfg: NoiseConfig, offset=None):
+    """The learnable fixed-pattern map cropped like the image (``learnedfixed``)."""
+    return _fixed_crop(key, params["learned_fixed"], clean, cfg, offset)
+
+
+COMPONENTS: dict[str, Callable] = {
+    "shot_read": shot_read_noise,
+    "shot": shot_noise,
+    "read": read_noise,
+    "uniform": uniform_noise,
+    "column": column_noise,
+    "column_t": column_t_noise,
+    "row": row_noise,
+    "fixed": fixed_pattern_noise,
+    "learned_fixed": learned_fixed_noise,
+    "periodic": periodic_noise,
+}
+
+
+def sample_components(key, params: Params, clean, cfg: NoiseConfig, *,
+                      fixed_offset: Optional[jax.Array] = None) -> dict:
+    """Draws every enabled component separately (for plots and tests).
+
+    Args:
+      key: a PRNG key; split into one key per possible component in a fixed order.
+      params: the noise parameters (`init_params`).
+      clean: ``[..., H, W, C]`` float array.
+      cfg: the noise configuration.
+      fixed_offset: optional ``[2]`` int (row, column) of the crop inside the fixed-pattern map; default
+        random from the key.
+
+    Returns:
+      ``{component name: noise [..., H, W, C]}`` in ``cfg.components`` order; their sum is the noise
+      that `add_noise` adds.
+    """
+    keys = dict(zip(_KEY_ORDER, jax.random.split(key, len(_KEY_ORDER))))
+    out = {}
+    for name in cfg.components:
+        kwargs = {"offset": fixed_offset} if name in ("fixed", "learned_fixed") else {}
+        out[name] = COMPONENTS[name](keys[name], params, clean, cfg, **kwargs)
+    return out
+
+
+def add_noise(key, params: Params, clean, cfg: NoiseConfig, *, fixed_offset=None):
+    """``clean`` plus the sum of the enabled components, not clipped: ``[..., H, W, C]``."""
+    noisy = clean
+    for noise in sample_components(key, params, clean, cfg, fixed_offset=fixed_offset).values():
+        noisy = noisy + noise
+    return noisy

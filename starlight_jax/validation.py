@@ -1,0 +1,85 @@
+"""Checks at the API boundary: static shapes and dtypes always, values only when they are concrete.
+
+They run before tracing (or on tracers' static shapes inside `jax.jit`), so a bad input gives a
+`ValueError` naming the argument and what was expected instead of an error from deep inside XLA.
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from starlight_jax.noiselist import NoiseConfig
+
+
+def is_concrete(x) -> bool:
+    return not isinstance(x, jax.core.Tracer)
+
+
+def check_image(name: str, x, channels: int | None = None, min_rank: int = 3) -> jax.Array:
+    """Validates a float image or burst ``[..., H, W, C]`` and returns it as a JAX array."""
+    if isinstance(x, (list, tuple)):
+        raise ValueError(f"{name} must be an array [..., H, W, C], got a {type(x).__name__}")
+    if not hasattr(x, "shape") or not hasattr(x, "dtype"):
+        raise ValueError(f"{name} must be an array [..., H, W, C], got {type(x).__name__}")
+    if len(x.shape) < min_rank:
+        raise ValueError(f"{name} must have rank >= {min_rank} ([..., H, W, C]), got shape {tuple(x.shape)}")
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise ValueError(f"{name} must be a float array in [0, 1], got dtype {x.dtype}; convert integer "
+                         f"images first, e.g. x.astype('float32') / 255 for 8-bit data")
+    if channels is not None and x.shape[-1] != channels:
+        raise ValueError(f"{name} has {x.shape[-1]} channels (last axis of shape {tuple(x.shape)}), but the "
+                         f"noise model expects {channels}; channels are the last axis (NHWC)")
+    if is_concrete(x) and not bool(np.all(np.isfinite(np.asarray(x)))):
+        raise ValueError(f"{name} contains NaN or inf values")
+    return jnp.asarray(x)
+
+
+def check_noise_params(params: Mapping, cfg: NoiseConfig, expected: Mapping, height: int, width: int):
+    """Checks the noise parameter dict against the one `init_params` builds for ``cfg``."""
+    if not isinstance(params, Mapping):
+        raise ValueError(f"params must be a dict of noise parameters, got {type(params).__name__}")
+    missing = sorted(set(expected) - set(params))
+    unexpected = sorted(set(params) - set(expected))
+    if missing or unexpected:
+        raise ValueError(f"params do not match noiselist {cfg.noiselist!r} (compat={cfg.compat!r}): "
+                         f"missing keys {missing}, unexpected keys {unexpected}; pass the noiselist the params were "
+                         f"made for (synthesize(..., noiselist=...)) or build them with init_params")
+    for key, ref in expected.items():
+        shape = tuple(jnp.shape(params[key]))
+        if key in ("fixed_pattern", "learned_fixed"):
+            if len(shape) != 3 or shape[-1] != cfg.channels:
+                raise ValueError(f"params[{key!r}] must be a map [Hf, Wf, {cfg.channels}], got shape {shape}")
+            if shape[0] < height or shape[1] < width:
+                raise ValueError(f"params[{key!r}] is {shape[0]}x{shape[1]}, smaller than the {height}x{width} "
+                                 f"image it is cropped for; give a map at least as large as the image")
+        elif shape != tuple(jnp.shape(ref)):
+            raise ValueError(f"params[{key!r}] must have shape {tuple(jnp.shape(ref))}, got {shape}")
+        if is_concrete(params[key]) and not bool(np.all(np.isfinite(np.asarray(params[key])))):
+            raise ValueError(f"params[{key!r}] contains NaN or inf values")
+
+
+def check_offset(fixed_offset, cfg: NoiseConfig, params: Mapping, height: int, width: int):
+    """Checks a (row, column) crop offset into the fixed-pattern map; bounds when it is concrete
+    (`jax.lax.dynamic_slice` would silently clamp an out-of-range offset)."""
+    if fixed_offset is None:
+        return None
+    if tuple(jnp.shape(fixed_offset)) != (2,):
+        raise ValueError(f"fixed_offset must be a (row, column) pair of shape (2,), got shape "
+                         f"{tuple(jnp.shape(fixed_offset))}")
+    if not (cfg.fixed or cfg.learned_fixed):
+        raise ValueError(f"fixed_offset was given but noiselist {cfg.noiselist!r} has no fixed pattern "
+                         f"(fixed1 or learnedfixed)")
+    if is_concrete(fixed_offset):
+        offset = np.asarray(fixed_offset)
+        if not np.issubdtype(offset.dtype, np.integer):
+            raise ValueError(f"fixed_offset must be integers, got dtype {offset.dtype}")
+        fmap = params["fixed_pattern" if cfg.fixed else "learned_fixed"]
+        limit = (fmap.shape[0] - height, fmap.shape[1] - width)
+        if offset.min() < 0 or offset[0] > limit[0] or offset[1] > limit[1]:
+            raise ValueError(f"fixed_offset {offset.tolist()} is outside the fixed-pattern map: a "
+                             f"{height}x{width} crop of a {fmap.shape[0]}x{fmap.shape[1]} map needs "
+                             f"0 <= row <= {limit[0]} and 0 <= column <= {limit[1]}")
+    return fixed_offset

@@ -1,0 +1,22 @@
+"""Test set-up: four fake CPU devices so multi-device code paths run on any machine.
+
+XLA_FLAGS must be set before jax is first imported, which is why this lives in conftest.py.
+"""
+import os
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import pathlib  # noqa: E402
+
+import pytest  # noqa: E402
+
+SHARED_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data():
+    """Path to ../shared/data, or skip: that data stays outside the repository (licences)."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real reference data not found at {SHARED_DATA} (it lives outside the repository)")
+    return SHARED_DATA
