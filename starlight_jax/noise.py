@@ -1,8 +1,10 @@
 """Physical noise components: pure functions of an explicit PRNG key, the parameters and the clean image.
 
 Every component has the signature ``component(key, params, clean, cfg, **kw) -> noise`` with ``noise`` of
-the same shape and dtype as ``clean`` ``[..., H, W, C]`` (a burst is the axis before ``H``: ``[..., T, H,
-W, C]``), so they compose with `jax.jit`, `jax.vmap` and `jax.grad`. ``params`` is one flat dict; the
+``clean``'s dtype and a shape that broadcasts to ``clean`` ``[..., H, W, C]`` (a burst is the axis before
+``H``: ``[..., T, H, W, C]``): structured components keep their singleton axes (a column pattern is
+``[..., 1, W, C]``) so the sum never materialises them at full size; `sample_components` broadcasts them
+for display. They compose with `jax.jit`, `jax.vmap` and `jax.grad`. ``params`` is one flat dict; the
 same keys mean the same physical quantity in both compat modes, but the stored value differs:
 
 =================  =========================================  =========================================
@@ -168,7 +170,7 @@ def column_noise(key, params: Params, clean, cfg: NoiseConfig):
     """
     sigma = scales(params, cfg)["column"].astype(clean.dtype)
     draws = jax.random.normal(key, (*clean.shape[:-3], 1, *clean.shape[-2:]), clean.dtype)
-    return jnp.broadcast_to(sigma * draws, clean.shape)
+    return sigma * draws
 
 
 def column_t_noise(key, params: Params, clean, cfg: NoiseConfig):
@@ -183,14 +185,14 @@ def column_t_noise(key, params: Params, clean, cfg: NoiseConfig):
     if not cfg.starlight and lead:
         lead = (*lead[:-1], 1)
     draws = jax.random.normal(key, (*lead, 1, clean.shape[-2], 1), clean.dtype)
-    return jnp.broadcast_to(sigma * draws, clean.shape)
+    return sigma * draws
 
 
 def row_noise(key, params: Params, clean, cfg: NoiseConfig):
     """Per-row offsets σ·ρ[..., h, c], constant along W, new per frame and channel (true row noise)."""
     sigma = scales(params, cfg)["row"].astype(clean.dtype)
     draws = jax.random.normal(key, (*clean.shape[:-2], 1, clean.shape[-1]), clean.dtype)
-    return jnp.broadcast_to(sigma * draws, clean.shape)
+    return sigma * draws
 
 
 def periodic_noise(key, params: Params, clean, cfg: NoiseConfig):
@@ -198,35 +200,40 @@ def periodic_noise(key, params: Params, clean, cfg: NoiseConfig):
 
     With α, β, γ ~ N(0, 1) per frame and channel, the original builds a spectrum on row 0 with
     ``S[0,0] = p0 α``, ``S[0,W//4] = p1 β + i p2 γ``, ``S[0,3W//4] = p1 β − i p2 γ`` and returns
-    ``|ifft2_ortho(S)|``. That is evaluated here in closed form (three complex exponentials, no FFT):
+    ``|ifft2_ortho(S)|``. Since S is zero off row 0, that is a 1-D inverse FFT along W:
 
     .. math::
-       P[w] = \frac{1}{\sqrt{HW}}\Big|\,p_0\alpha + (p_1\beta + i p_2\gamma)e^{2\pi i k_1 w/W}
-              + (p_1\beta - i p_2\gamma)e^{2\pi i k_2 w/W}\Big| \quad\text{(starlight)},
-
-    .. math::
-       P[w] = p_0\alpha + 2 p_1\beta\cos(2\pi k_1 w/W) - 2 p_2\gamma\sin(2\pi k_1 w/W)
+       P[w] = \frac{1}{\sqrt{HW}}\Big|\sum_k S_k e^{2\pi i k w/W}\Big| \quad\text{(starlight)}, \qquad
+       P[w] = \operatorname{Re}\sum_k S_k e^{2\pi i k w/W}
+            = p_0\alpha + 2 p_1\beta\cos\tfrac{2\pi k_1 w}{W} - 2 p_2\gamma\sin\tfrac{2\pi k_1 w}{W}
        \quad\text{(physics)},
 
-    with :math:`k_1 = \lfloor W/4 \rfloor`, :math:`k_2 = \lfloor 3W/4 \rfloor`.
+    with :math:`k_1 = \lfloor W/4 \rfloor`; physics puts the conjugate at :math:`W - k_1` (the original's
+    :math:`\lfloor 3W/4 \rfloor` is the same when 4 divides W).
 
     .. note:: Physics drops the rectifying abs (which adds a positive mean) and the 1/√(HW) factor
        (which made the amplitude depend on the crop size, SPEC §12.5).
+
+    Returns:
+      ``[..., 1, W, C]``, constant along H.
     """
     p = scales(params, cfg)["periodic"].astype(clean.dtype)
     height, width = clean.shape[-3], clean.shape[-2]
-    alpha, beta, gamma = jax.random.normal(key, (3, *clean.shape[:-3], 1, 1, clean.shape[-1]), clean.dtype)
-    w = jnp.arange(width, dtype=clean.dtype)[:, None]  # [W, 1], broadcast against channels
-    phase1 = (2 * math.pi / width) * ((width // 4) * w % width)
-    if not cfg.starlight:
-        pattern = p[0] * alpha + 2 * (p[1] * beta * jnp.cos(phase1) - p[2] * gamma * jnp.sin(phase1))
-        return jnp.broadcast_to(pattern, clean.shape)
-    phase2 = (2 * math.pi / width) * ((3 * width // 4) * w % width)
-    c1, s1, c2, s2 = jnp.cos(phase1), jnp.sin(phase1), jnp.cos(phase2), jnp.sin(phase2)
-    re = p[0] * alpha + p[1] * beta * (c1 + c2) + p[2] * gamma * (s2 - s1)
-    im = p[1] * beta * (s1 + s2) + p[2] * gamma * (c1 - c2)
-    pattern = jnp.sqrt(re * re + im * im + 1e-30) / math.sqrt(height * width)
-    return jnp.broadcast_to(pattern, clean.shape)
+    alpha, beta, gamma = jax.random.normal(key, (3, *clean.shape[:-3], clean.shape[-1]), clean.dtype)
+    k1 = width // 4
+    k2 = (3 * width) // 4 if cfg.starlight else (width - k1) % width
+    spectrum = jnp.zeros((*alpha.shape, width), jnp.complex64)
+    spectrum = spectrum.at[..., 0].set(p[0] * alpha)
+    spectrum = spectrum.at[..., k1].set(jax.lax.complex(p[1] * beta, p[2] * gamma))
+    spectrum = spectrum.at[..., k2].set(jax.lax.complex(p[1] * beta, -p[2] * gamma))
+    # The FFT is not fused into the per-pixel sum, so the pattern is computed once per column rather
+    # than re-evaluated (with its random transforms) for every pixel, as an elementwise formula would be.
+    signal = width * jnp.fft.ifft(spectrum, axis=-1)  # [..., C, W] = sum_k S_k exp(2 pi i k w / W)
+    if cfg.starlight:
+        pattern = jnp.abs(signal) / math.sqrt(height * width)
+    else:
+        pattern = jnp.real(signal)
+    return jnp.swapaxes(pattern, -1, -2)[..., None, :, :].astype(clean.dtype)
 
 
 def _fixed_crop(key, fixed_map, clean, cfg: NoiseConfig, offset):
@@ -244,7 +251,7 @@ def _fixed_crop(key, fixed_map, clean, cfg: NoiseConfig, offset):
         offset = jax.random.randint(key, (2,), 0, maxval)
     offset = jnp.asarray(offset, jnp.int32)
     crop = jax.lax.dynamic_slice(fixed_map, (offset[0], offset[1], 0), (height, width, fixed_map.shape[-1]))
-    return jnp.broadcast_to(crop.astype(clean.dtype), clean.shape)
+    return crop.astype(clean.dtype)
 
 
 def fixed_pattern_noise(key, params: Params, clean, cfg: NoiseConfig, offset=None):
@@ -287,6 +294,11 @@ def sample_components(key, params: Params, clean, cfg: NoiseConfig, *,
       ``{component name: noise [..., H, W, C]}`` in ``cfg.components`` order; their sum is the noise
       that `add_noise` adds.
     """
+    parts = _draw_components(key, params, clean, cfg, fixed_offset)
+    return {name: jnp.broadcast_to(value, clean.shape) for name, value in parts.items()}
+
+
+def _draw_components(key, params, clean, cfg, fixed_offset):
     keys = dict(zip(_KEY_ORDER, jax.random.split(key, len(_KEY_ORDER))))
     out = {}
     for name in cfg.components:
@@ -297,7 +309,8 @@ def sample_components(key, params: Params, clean, cfg: NoiseConfig, *,
 
 def add_noise(key, params: Params, clean, cfg: NoiseConfig, *, fixed_offset=None):
     """``clean`` plus the sum of the enabled components, not clipped: ``[..., H, W, C]``."""
+    parts = _draw_components(key, params, clean, cfg, fixed_offset)
     noisy = clean
-    for noise in sample_components(key, params, clean, cfg, fixed_offset=fixed_offset).values():
-        noisy = noisy + noise
+    for value in parts.values():
+        noisy = noisy + value
     return noisy
