@@ -1,0 +1,205 @@
+"""Reference noise models printed next to the learned model in every evaluation.
+
+Both are fitted in closed form from clean/noisy pairs and sample with an explicit
+key, so they go through the same metrics as the GAN generator:
+
+* :class:`GaussianBaseline`: homoscedastic, :math:`y = x + \\sigma_c \\varepsilon`.
+* :class:`PoissonGaussianBaseline`: heteroscedastic (the usual camera noise level
+  function), :math:`y = x + \\sqrt{a_c x + b_c}\\, \\varepsilon`.
+
+with :math:`\\varepsilon \\sim \\mathcal N(0, 1)` per pixel and channel, and the
+result clipped to [0, 1] like the generator's output. The models are NamedTuples,
+hence pytrees: they can be passed through ``jax.jit`` as arguments.
+
+.. note::
+   Real noisy data are clipped to [0, 1] as well, which shrinks the residuals of
+   very dark and very bright pixels; the fits do not model that censoring, so
+   data with many saturated pixels bias the fitted noise low there.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from starlight_jax.metrics import _residual, noise_level_function
+
+
+def _check_clean(clean, channels: int) -> jax.Array:
+    """Static checks only (``clean`` may be a tracer)."""
+    clean = jnp.asarray(clean)
+    if not jnp.issubdtype(clean.dtype, jnp.floating):
+        raise ValueError(f"clean must have a floating dtype (values in [0, 1]); got {clean.dtype}.")
+    if clean.ndim < 3 or clean.shape[-1] != channels:
+        raise ValueError(f"clean must have shape [..., H, W, {channels}]; got {clean.shape}.")
+    return clean
+
+
+class GaussianBaseline(NamedTuple):
+    """Homoscedastic Gaussian noise with one standard deviation per channel."""
+    sigma: jax.Array  # [C] float32 standard deviation per channel
+
+    def sample(self, key: jax.Array, clean) -> jax.Array:
+        """Noisy image :math:`\\mathrm{clip}(x + \\sigma_c \\varepsilon, 0, 1)`.
+
+        Args:
+          key: a PRNG key.
+          clean: [..., H, W, C] float clean image in [0, 1].
+
+        Returns:
+          [..., H, W, C] noisy image with the dtype of ``clean``. Jittable.
+        """
+        clean = _check_clean(clean, self.sigma.shape[-1])
+        eps = jax.random.normal(key, clean.shape, clean.dtype)
+        return jnp.clip(clean + self.sigma.astype(clean.dtype) * eps, 0.0, 1.0)
+
+    def to_dict(self) -> dict:
+        """JSON-serialisable parameters."""
+        return {"model": "gaussian", "sigma": [float(s) for s in np.asarray(self.sigma)]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "GaussianBaseline":
+        """Inverse of :meth:`to_dict`."""
+        return cls(jnp.asarray(d["sigma"], jnp.float32))
+
+
+class PoissonGaussianBaseline(NamedTuple):
+    """Heteroscedastic noise with variance :math:`a_c x + b_c` per channel."""
+    a: jax.Array  # [C] float32 signal-dependent (shot) slope, >= 0
+    b: jax.Array  # [C] float32 signal-independent (read) variance, >= 0
+
+    def sample(self, key: jax.Array, clean) -> jax.Array:
+        """Noisy image :math:`\\mathrm{clip}(x + \\sqrt{\\max(a_c x + b_c, 0)}\\, \\varepsilon, 0, 1)`.
+
+        Args:
+          key: a PRNG key.
+          clean: [..., H, W, C] float clean image in [0, 1].
+
+        Returns:
+          [..., H, W, C] noisy image with the dtype of ``clean``. Jittable.
+        """
+        clean = _check_clean(clean, self.a.shape[-1])
+        a, b = self.a.astype(clean.dtype), self.b.astype(clean.dtype)
+        # max(., 0) guards clean values slightly below 0; a, b >= 0 otherwise.
+        std = jnp.sqrt(jnp.maximum(a * clean + b, 0.0))
+        eps = jax.random.normal(key, clean.shape, clean.dtype)
+        return jnp.clip(clean + std * eps, 0.0, 1.0)
+
+    def to_dict(self) -> dict:
+        """JSON-serialisable parameters."""
+        return {"model": "poisson_gaussian", "a": [float(v) for v in np.asarray(self.a)],
+                "b": [float(v) for v in np.asarray(self.b)]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PoissonGaussianBaseline":
+        """Inverse of :meth:`to_dict`."""
+        return cls(jnp.asarray(d["a"], jnp.float32), jnp.asarray(d["b"], jnp.float32))
+
+
+def fit_gaussian(noisy, clean) -> GaussianBaseline:
+    """Fits :class:`GaussianBaseline` by maximum likelihood, per channel.
+
+    For the zero-mean model :math:`n = y - x \\sim \\mathcal N(0, \\sigma_c^2)` the
+    ML estimate over all :math:`N` pixels of channel c is
+
+    .. math::
+
+       \\hat\\sigma_c = \\sqrt{\\tfrac{1}{N} \\sum_i n_{i,c}^2},
+
+    with standard error :math:`\\approx \\sigma_c / \\sqrt{2N}`. A non-zero mean
+    residual is folded into :math:`\\hat\\sigma_c` (the model cannot shift).
+
+    Args:
+      noisy: [..., H, W, C] float noisy images.
+      clean: [..., H, W, C] float clean images.
+
+    Returns:
+      The fitted :class:`GaussianBaseline`.
+
+    Raises:
+      ValueError: on shape/dtype mismatch or non-finite values.
+    """
+    res = _residual(noisy, clean)
+    sigma = np.sqrt(np.mean(res.reshape(-1, res.shape[-1]) ** 2, axis=0))
+    return GaussianBaseline(jnp.asarray(sigma, jnp.float32))
+
+
+def _fit_line_nonneg(x: np.ndarray, v: np.ndarray, w: np.ndarray) -> tuple[float, float]:
+    """Weighted least squares ``v ~ a x + b`` subject to ``a, b >= 0``.
+
+    With two parameters the constrained optimum is either the unconstrained one
+    (if feasible) or lies on a face ``a = 0`` / ``b = 0`` / the origin, so all
+    candidates are evaluated and the feasible one with the least weighted SSE wins.
+    """
+    sw, swx, swxx = w.sum(), (w * x).sum(), (w * x * x).sum()
+    swv, swxv = (w * v).sum(), (w * x * v).sum()
+    candidates = [(0.0, 0.0), (0.0, max(swv / sw, 0.0))]
+    if swxx > 0:
+        candidates.append((max(swxv / swxx, 0.0), 0.0))
+    det = sw * swxx - swx ** 2
+    if det > 0:
+        a = (sw * swxv - swx * swv) / det
+        b = (swxx * swv - swx * swxv) / det
+        if a >= 0 and b >= 0:
+            return float(a), float(b)
+    sse = [np.sum(w * (v - a * x - b) ** 2) for a, b in candidates]
+    a, b = candidates[int(np.argmin(sse))]
+    return float(a), float(b)
+
+
+def fit_poisson_gaussian(noisy, clean, *, n_bins: int = 32, min_count: int = 16,
+                         n_iter: int = 3) -> PoissonGaussianBaseline:
+    """Fits :class:`PoissonGaussianBaseline` to the binned noise level function.
+
+    Per channel, :func:`~starlight_jax.metrics.noise_level_function` gives bin
+    variances :math:`\\hat v_k` at mean clean intensities :math:`\\bar x_k` from
+    :math:`N_k` pixels. A line is fitted by weighted least squares,
+
+    .. math::
+
+       (\\hat a, \\hat b) = \\arg\\min_{a, b \\ge 0} \\sum_k w_k
+         (\\hat v_k - a \\bar x_k - b)^2, \\qquad
+       w_k = \\frac{N_k - 1}{2\\, \\tilde v_k^2},
+
+    the inverse variance of a Gaussian sample variance. :math:`\\tilde v_k` is the
+    previous fit's prediction (iteratively reweighted, ``n_iter`` rounds, starting
+    from :math:`\\tilde v_k = 1`), floored at 1e-12. The non-negativity constraint
+    is solved exactly (not by clamping the unconstrained solution).
+
+    Args:
+      noisy: [..., H, W, C] float noisy images.
+      clean: [..., H, W, C] float clean images in [0, 1].
+      n_bins: intensity bins on [0, 1].
+      min_count: bins with fewer pixels than this are ignored.
+      n_iter: reweighting rounds (1 = weights :math:`N_k - 1` only).
+
+    Returns:
+      The fitted :class:`PoissonGaussianBaseline`.
+
+    Raises:
+      ValueError: on shape/dtype mismatch, non-finite values, bad ``n_bins``,
+        ``min_count`` or ``n_iter``, or a channel with fewer than two usable bins.
+    """
+    if isinstance(min_count, bool) or not isinstance(min_count, (int, np.integer)) or min_count < 2:
+        raise ValueError(f"min_count must be an int >= 2; got {min_count!r}.")
+    if isinstance(n_iter, bool) or not isinstance(n_iter, (int, np.integer)) or n_iter < 1:
+        raise ValueError(f"n_iter must be a positive int; got {n_iter!r}.")
+    nlf = noise_level_function(noisy, clean, n_bins=n_bins)
+    a_out, b_out = [], []
+    for c in range(nlf.variance.shape[1]):
+        use = nlf.counts[:, c] >= min_count
+        if use.sum() < 2:
+            raise ValueError(
+                f"clean must cover at least two intensity bins with >= min_count={min_count} pixels "
+                f"in channel {c}; got {int(use.sum())} (use fewer n_bins or more data).")
+        x, v = nlf.mean_intensity[use, c], nlf.variance[use, c]
+        dof = nlf.counts[use, c] - 1.0
+        pred = np.ones_like(v)
+        for _ in range(n_iter):
+            a, b = _fit_line_nonneg(x, v, dof / (2.0 * np.maximum(pred, 1e-12) ** 2))
+            pred = a * x + b
+        a_out.append(a)
+        b_out.append(b)
+    return PoissonGaussianBaseline(jnp.asarray(a_out, jnp.float32), jnp.asarray(b_out, jnp.float32))
