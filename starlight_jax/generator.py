@@ -30,15 +30,20 @@ class GeneratorConfig:
       network: ``"Unet"`` (y ← Net(x + n)), ``"Unet_cat"`` (y ← Net([x, x + n]), clean channels first),
         ``"Unet_first"`` (x ← Net(x) before the noise) or ``"noUnet"``.
       unet_opts: the original's ``residual<X>_<down>_<up>_<act>`` string.
+      unet_widths: optional encoder widths overriding the default (32, 64, 128, 256, 256), e.g. a
+        narrower U-Net for CPU runs.
     """
 
     noise: NoiseConfig = dataclasses.field(default_factory=lambda: parse_noiselist(DEFAULT_NOISELIST))
     network: str = "noUnet"
     unet_opts: str = "residualFalse_conv_tconv_selu"
+    unet_widths: Optional[tuple[int, ...]] = None
 
     def __post_init__(self):
         if self.network not in NETWORKS:
             raise ValueError(f"network must be one of {NETWORKS}, got {self.network!r}")
+        if self.network != "noUnet":
+            _unet(self)  # parses unet_opts now, so a bad string fails before anything is traced
 
     @property
     def channels(self) -> int:
@@ -63,10 +68,19 @@ def init_generator(key, config: GeneratorConfig, *, fixed_pattern=None) -> Noise
     """
     params = {"noise": noise_lib.init_params(config.noise, fixed_pattern=fixed_pattern)}
     if config.network != "noUnet":
-        from starlight_jax.models import unet as unet_lib  # the U-Net joins only when asked for
-
-        params["net"] = unet_lib.init_unet_for_generator(key, config)
+        c = config.channels
+        x = jnp.zeros((1, 64, 64, 2 * c if config.network == "Unet_cat" else c), jnp.float32)
+        params["net"] = _unet(config).init(key, x, train=False)["params"]
     return NoiseModel(params=params, config=config)
+
+
+def _unet(config: GeneratorConfig):
+    from starlight_jax.models.unet import UNet, parse_unet_opts  # the U-Net joins only when asked for
+
+    unet_cfg = parse_unet_opts(config.unet_opts, compat=config.noise.compat)
+    if config.unet_widths is not None:
+        unet_cfg = dataclasses.replace(unet_cfg, widths=tuple(config.unet_widths))
+    return UNet(out_channels=config.channels, config=unet_cfg)
 
 
 def generate(params, key, clean, config: GeneratorConfig, *, train: bool = False, fixed_offset=None):
@@ -82,12 +96,9 @@ def generate(params, key, clean, config: GeneratorConfig, *, train: bool = False
       fixed_offset: ``[2]`` crop offset of ``clean`` inside the fixed-pattern map (default: random).
     """
     noise_key, dropout_key = jax.random.split(key)
-    net = None
     if config.network != "noUnet":
-        from starlight_jax.models import unet as unet_lib
-
-        net = functools.partial(unet_lib.apply_unet_for_generator, params["net"], config,
-                                train=train, key=dropout_key)
+        def net(x):
+            return _unet(config).apply({"params": params["net"]}, x, train=train, rngs={"dropout": dropout_key})
     x = net(clean) if config.network == "Unet_first" else clean
     y = noise_lib.add_noise(noise_key, params["noise"], x, config.noise, fixed_offset=fixed_offset)
     if config.network == "Unet":

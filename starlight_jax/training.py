@@ -1,0 +1,254 @@
+"""WGAN-GP training of the noise generator: config, train state and the pure D and G steps.
+
+The steps are pure functions ``step(state, batch) -> (state, metrics)``. Randomness comes from
+``fold_in(state.key, state.step)`` and then one key per burst of the *global* batch, so the draws (and the
+losses) do not depend on how the batch is split across devices: one device, ``--parallel shard`` (jit over
+a ``('data',)`` mesh) and ``--parallel pmap`` give the same numbers.
+
+Differences from the original training loop (SPEC §5, §12), each documented where it is made:
+
+* the critic step stops the gradient into the generator's output (§12.16: same result, less work);
+* ``n_critic`` counts global steps, not the batch index within an epoch (§12.14);
+* the spectral-norm vectors advance once per critic step (the original: on each of the 4 D calls per
+  iteration, §12.17); they are state, not parameters;
+* the physical scalars may have their own learning rate (``physics_lr``), off under ``compat="starlight"``.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from starlight_jax import patches as patches_lib
+from starlight_jax.generator import GeneratorConfig, generate, init_generator
+from starlight_jax.models.discriminator import apply_discriminator, init_discriminator
+from starlight_jax.noiselist import parse_noiselist
+
+GENERATOR_LOSSES = ("none", "lpips")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a training run (CLI flags map one-to-one onto these fields)."""
+
+    # The generator: noise components, compat mode and U-Net mode.
+    noiselist: str = "shot_read_uniform_row1_rowt_fixed1_periodic"
+    compat: str = "physics"
+    network: str = "Unet"
+    unet_opts: str = "residualFalse_conv_tconv_selu"
+    unet_widths: Optional[tuple[int, ...]] = None
+    # Discriminator input domain (real, fourier, mixed, complex, mean) and output sigmoid.
+    discriminator_loss: str = "fourier"
+    sigmoid: bool = False
+    # Extra generator term: 'none' or 'lpips' (weight lpips_weight).
+    generator_loss: str = "none"
+    lpips_weight: float = 1.0
+    # Adam for both players; physics_lr (if set) for the generator's physical scalars.
+    lr: float = 2e-4
+    b1: float = 0.5
+    b2: float = 0.999
+    physics_lr: Optional[float] = None
+    n_critic: int = 5
+    lambda_gp: float = 10.0
+    # Data shape: bursts per device, frames per burst, crop.
+    batch_size: int = 1
+    frames: int = 16
+    crop_size: int = 256
+    channels: int = 4
+    seed: int = 0
+
+    def __post_init__(self):
+        parse_noiselist(self.noiselist, compat=self.compat)  # raises on unknown tokens
+        patches_lib.discriminator_channels(self.discriminator_loss, self.channels)  # raises on bad mode
+        if self.generator_loss not in GENERATOR_LOSSES:
+            raise ValueError(f"generator_loss must be one of {GENERATOR_LOSSES}, got {self.generator_loss!r}")
+        if self.crop_size < 64 or self.crop_size % 64:
+            raise ValueError(f"crop_size must be a positive multiple of 64 (the discriminator's patch), "
+                             f"got {self.crop_size}")
+        for name in ("batch_size", "frames", "n_critic"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0 or (self.physics_lr is not None and self.physics_lr <= 0):
+            raise ValueError(f"learning rates must be > 0, got lr={self.lr}, physics_lr={self.physics_lr}")
+        if self.compat == "starlight" and self.physics_lr is not None:
+            raise ValueError("physics_lr is not available under compat='starlight' (one Adam for all of G)")
+        if self.network != "noUnet" and self.crop_size % 16:
+            raise ValueError(f"the U-Net needs crop_size divisible by 16, got {self.crop_size}")
+
+    @property
+    def generator(self) -> GeneratorConfig:
+        noise = parse_noiselist(self.noiselist, compat=self.compat, channels=self.channels)
+        return GeneratorConfig(noise=noise, network=self.network, unet_opts=self.unet_opts,
+                               unet_widths=self.unet_widths)
+
+    @property
+    def shift_all(self) -> bool:
+        return self.compat == "starlight"  # the original's fftshift over every axis (SPEC §12.10)
+
+    @property
+    def d_channels(self) -> int:
+        return patches_lib.discriminator_channels(self.discriminator_loss, self.channels)
+
+
+@struct.dataclass
+class TrainState:
+    """All that changes during training; a pytree, checkpointed as a whole."""
+
+    step: jax.Array  # [] int32: completed critic steps
+    key: jax.Array  # base PRNG key (raw uint32 data, so Orbax can store it)
+    g_params: Any
+    d_params: Any
+    sn_state: Any  # spectral-norm u vectors (not trained)
+    g_opt: Any
+    d_opt: Any
+
+
+def _optimizers(cfg: TrainConfig, g_params):
+    adam = lambda lr: optax.adam(lr, b1=cfg.b1, b2=cfg.b2)  # noqa: E731
+    d_tx = adam(cfg.lr)
+    fixed = lambda p: jax.tree_util.tree_map_with_path(  # noqa: E731
+        lambda path, _: any(getattr(k, "key", None) == "fixed_pattern" for k in path), p)
+    if cfg.physics_lr is None:
+        g_tx = adam(cfg.lr)
+    else:
+        labels = jax.tree_util.tree_map_with_path(
+            lambda path, _: "physics" if getattr(path[0], "key", None) == "noise" else "net", g_params)
+        g_tx = optax.multi_transform({"physics": adam(cfg.physics_lr), "net": adam(cfg.lr)}, labels)
+    # The fixed1 map is data (a measured dark frame), not a parameter: never updated.
+    g_tx = optax.chain(optax.masked(optax.set_to_zero(), fixed), g_tx)
+    return g_tx, d_tx
+
+
+def create_train_state(key, cfg: TrainConfig, *, fixed_pattern=None) -> TrainState:
+    """Initial generator, discriminator, optimiser states and base key."""
+    g_key, d_key, base = jax.random.split(key, 3)
+    model = init_generator(g_key, cfg.generator, fixed_pattern=fixed_pattern)
+    d_params, sn_state = init_discriminator(d_key, cfg.d_channels, sigmoid=cfg.sigmoid)
+    g_tx, d_tx = _optimizers(cfg, model.params)
+    return TrainState(step=jnp.zeros((), jnp.int32), key=jax.random.key_data(base), g_params=model.params,
+                      d_params=d_params, sn_state=sn_state, g_opt=g_tx.init(model.params),
+                      d_opt=d_tx.init(d_params))
+
+
+# ------------------------------------------------------------------------------------------------------
+# Pieces of the steps
+# ------------------------------------------------------------------------------------------------------
+def burst_keys(state: TrainState, salt: int, global_batch: int, axis_name: Optional[str] = None):
+    """One key per burst of the global batch; under pmap, this device's slice of them."""
+    step_key = jax.random.fold_in(jax.random.fold_in(jax.random.wrap_key_data(state.key), state.step), salt)
+    keys = jax.random.split(step_key, global_batch)
+    if axis_name is None:
+        return keys
+    local = global_batch // jax.lax.psum(1, axis_name)
+    return jax.lax.dynamic_slice_in_dim(keys, jax.lax.axis_index(axis_name) * local, local)
+
+
+def prepare(cfg: TrainConfig, stacks):
+    """Bursts ``[B, T, H, W, C]`` → discriminator input patches ``[B·P, 64, 64, C']`` (SPEC §1, §4.4)."""
+    def one(stack):
+        if cfg.discriminator_loss == "mean":
+            stack = patches_lib.mean_augment(stack)
+        mode = "real" if cfg.discriminator_loss == "mean" else cfg.discriminator_loss
+        return patches_lib.discriminator_input(patches_lib.to_patches(stack), mode, shift_all=cfg.shift_all)
+
+    out = jax.vmap(one)(stacks)
+    return out.reshape(-1, *out.shape[2:])
+
+
+def generate_batch(cfg: TrainConfig, g_params, keys, batch, *, train: bool = True):
+    """The generator on every burst of ``batch`` with its own key and fixed-pattern offset."""
+    gen_cfg = cfg.generator
+    offsets = batch.get("offset") if (gen_cfg.noise.fixed or gen_cfg.noise.learned_fixed) else None
+    if offsets is None:
+        return jax.vmap(lambda k, x: generate(g_params, k, x, gen_cfg, train=train))(keys, batch["clean"])
+    return jax.vmap(lambda k, x, o: generate(g_params, k, x, gen_cfg, train=train, fixed_offset=o))(
+        keys, batch["clean"], offsets)
+
+
+def _mean(x, axis_name):
+    m = jnp.mean(x)
+    return m if axis_name is None else jax.lax.pmean(m, axis_name)
+
+
+def gradient_penalty(d_apply, real, fake, eps):
+    r"""WGAN-GP: :math:`\mathrm{mean}_k (\lVert\nabla_{\hat x} D(\hat x)_k\rVert_2 - 1)^2`,
+    :math:`\hat x = \epsilon r + (1-\epsilon) f` with one ε ~ U[0, 1) per patch. Returns per-patch terms."""
+    eps = eps.reshape(-1, *([1] * (real.ndim - 1)))
+    xhat = eps * real + (1 - eps) * fake
+    grads = jax.grad(lambda x: jnp.sum(d_apply(x)))(xhat)
+    norms = jnp.sqrt(jnp.sum(grads.reshape(grads.shape[0], -1) ** 2, axis=-1))
+    return (norms - 1.0) ** 2
+
+
+# ------------------------------------------------------------------------------------------------------
+# Steps
+# ------------------------------------------------------------------------------------------------------
+def d_step(cfg: TrainConfig, state: TrainState, batch, axis_name: Optional[str] = None):
+    """One critic update: ``-mean D(real) + mean D(fake) + λ·GP``. Returns ``(state, metrics)``."""
+    global_batch = batch["clean"].shape[0] * (1 if axis_name is None else jax.lax.psum(1, axis_name))
+    keys = burst_keys(state, 0, global_batch, axis_name)
+    gen_keys, eps_keys = jnp.moveaxis(jax.vmap(lambda k: jax.random.split(k))(keys), 1, 0)
+    fake = jax.lax.stop_gradient(generate_batch(cfg, state.g_params, gen_keys, batch))
+    real_in, fake_in = prepare(cfg, batch["noisy"]), prepare(cfg, fake)
+    patches_per_burst = real_in.shape[0] // batch["clean"].shape[0]
+    eps = jax.vmap(lambda k: jax.random.uniform(k, (patches_per_burst,)))(eps_keys).reshape(-1)
+    _, sn_state = apply_discriminator(state.d_params, state.sn_state, real_in[:1], update_stats=True,
+                                      sigmoid=cfg.sigmoid)
+
+    def loss_fn(d_params):
+        d_apply = lambda x: apply_discriminator(d_params, sn_state, x, update_stats=False,  # noqa: E731
+                                                sigmoid=cfg.sigmoid)[0]
+        d_real, d_fake = _mean(d_apply(real_in), axis_name), _mean(d_apply(fake_in), axis_name)
+        gp = _mean(gradient_penalty(d_apply, real_in, fake_in, eps), axis_name)
+        loss = -d_real + d_fake + cfg.lambda_gp * gp
+        return loss, dict(d_loss=loss, d_real=d_real, d_fake=d_fake, gp=gp)
+
+    grads, metrics = jax.grad(loss_fn, has_aux=True)(state.d_params)
+    if axis_name is not None:
+        grads = jax.lax.pmean(grads, axis_name)
+    _, d_tx = _optimizers(cfg, state.g_params)
+    updates, d_opt = d_tx.update(grads, state.d_opt, state.d_params)
+    state = state.replace(d_params=optax.apply_updates(state.d_params, updates), d_opt=d_opt, sn_state=sn_state,
+                          step=state.step + 1)
+    return state, metrics
+
+
+def g_step(cfg: TrainConfig, state: TrainState, batch, axis_name: Optional[str] = None, perceptual=None):
+    """One generator update: ``-mean D(fake) [+ w·perceptual(fake, real)]``. Returns ``(state, metrics)``.
+
+    ``perceptual(params, fake_patches, real_patches) -> scalar`` is the optional LPIPS term, with its
+    weights passed as ``batch["lpips_params"]`` so they are an argument of the jitted step, not a constant.
+    """
+    global_batch = batch["clean"].shape[0] * (1 if axis_name is None else jax.lax.psum(1, axis_name))
+    keys = burst_keys(state, 1, global_batch, axis_name)
+    real_in = prepare(cfg, batch["noisy"])
+
+    def loss_fn(g_params):
+        fake_in = prepare(cfg, generate_batch(cfg, g_params, keys, batch))
+        scores, _ = apply_discriminator(state.d_params, state.sn_state, fake_in, update_stats=False,
+                                        sigmoid=cfg.sigmoid)
+        adv = -_mean(scores, axis_name)
+        loss, metrics = adv, dict(g_adv=adv)
+        if perceptual is not None:
+            term = _mean(perceptual(batch["lpips_params"], fake_in, real_in), axis_name)
+            loss = loss + cfg.lpips_weight * term
+            metrics["lpips"] = term
+        metrics["g_loss"] = loss
+        return loss, metrics
+
+    grads, metrics = jax.grad(loss_fn, has_aux=True)(state.g_params)
+    if axis_name is not None:
+        grads = jax.lax.pmean(grads, axis_name)
+    g_tx, _ = _optimizers(cfg, state.g_params)
+    updates, g_opt = g_tx.update(grads, state.g_opt, state.g_params)
+    return state.replace(g_params=optax.apply_updates(state.g_params, updates), g_opt=g_opt), metrics
+
+
+def eval_step(cfg: TrainConfig, g_params, key, batch):
+    """Generated noisy bursts for a test batch with a fixed key (dropout off): ``[B, T, H, W, C]``."""
+    keys = jax.random.split(key, batch["clean"].shape[0])
+    return generate_batch(cfg, g_params, keys, batch, train=False)
