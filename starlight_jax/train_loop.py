@@ -1,0 +1,244 @@
+"""The training loop: data, compiled steps, evaluation, logging and Orbax checkpoints with exact resume.
+
+`train_and_evaluate(cfg, run)` is what ``experiments/train.py`` calls. Layout of a run folder::
+
+    <workdir>/config.json        TrainConfig + RunConfig (what `--resume` and `load_run` read)
+    <workdir>/latest/<step>/     the last `keep` checkpoints: train state + loader position
+    <workdir>/best/<step>/       the checkpoint with the lowest mean test KLD (image domain)
+    <workdir>/metrics.jsonl      one JSON line per log / eval
+    <workdir>/tb/                TensorBoard event files
+
+Orbax writes each checkpoint to a temporary folder and renames it when complete, so a crash mid-save
+leaves the previous checkpoint intact.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import pathlib
+import signal
+import time
+from typing import Any, Optional
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from starlight_jax import metrics as metrics_lib
+from starlight_jax import training
+from starlight_jax.parallel import DataParallel
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """How to run: data, length, cadence, devices and where to write."""
+
+    workdir: str = "checkpoints/run"
+    dataset: str = "synthetic"
+    data_dir: Optional[str] = None
+    dataset_options: tuple = ()  # (name, value) pairs passed to load_dataset
+    steps: Optional[int] = None  # critic steps; None: epochs × batches per epoch
+    epochs: int = 2
+    eval_every: int = 50
+    log_every: int = 10
+    keep: int = 3
+    parallel: str = "shard"
+    devices: Optional[int] = None
+    test_bursts: int = 4  # test bursts per evaluation
+    progress: bool = True
+
+
+class NonFiniteLoss(RuntimeError):
+    pass
+
+
+def _save_config(workdir: pathlib.Path, cfg: training.TrainConfig, run: RunConfig):
+    workdir.mkdir(parents=True, exist_ok=True)
+    data = {"train": dataclasses.asdict(cfg), "run": dataclasses.asdict(run)}
+    (workdir / "config.json").write_text(json.dumps(data, indent=2, default=list))
+
+
+def load_config(workdir) -> tuple[training.TrainConfig, RunConfig]:
+    """Reads ``config.json`` of a run folder."""
+    path = pathlib.Path(workdir) / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: {workdir} is not a starlight-jax run folder")
+    data = json.loads(path.read_text())
+    train = data["train"]
+    if train.get("unet_widths") is not None:
+        train["unet_widths"] = tuple(train["unet_widths"])
+    run = data["run"]
+    run["dataset_options"] = tuple(tuple(x) for x in run.get("dataset_options", ()))
+    return training.TrainConfig(**train), RunConfig(**run)
+
+
+def checkpoint_managers(workdir: pathlib.Path, keep: int):
+    opts = dict(enable_async_checkpointing=False)
+    latest = ocp.CheckpointManager(workdir / "latest", options=ocp.CheckpointManagerOptions(
+        max_to_keep=keep, **opts), item_names=("state", "loader"))
+    best = ocp.CheckpointManager(workdir / "best", options=ocp.CheckpointManagerOptions(
+        max_to_keep=1, best_fn=lambda m: m["test_kld_mean"], best_mode="min", **opts), item_names=("state", "loader"))
+    return latest, best
+
+
+def _save(manager, step: int, state, loader_state: dict, metrics=None):
+    args = ocp.args.Composite(state=ocp.args.StandardSave(jax.device_get(state)),
+                              loader=ocp.args.JsonSave(loader_state))
+    manager.save(step, args=args, metrics=metrics, force=True)
+    manager.wait_until_finished()
+
+
+def restore_state(workdir, template: training.TrainState, which: str = "latest", step: Optional[int] = None):
+    """Restores ``(state, loader_state, step)`` from ``<workdir>/<which>``; ``which`` is latest or best."""
+    manager = ocp.CheckpointManager(pathlib.Path(workdir).resolve() / which, item_names=("state", "loader"))
+    step = manager.latest_step() if step is None else step
+    if step is None:
+        raise FileNotFoundError(f"no checkpoint in {pathlib.Path(workdir) / which}")
+    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, jax.device_get(template))
+    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
+                                                             loader=ocp.args.JsonRestore()))
+    return restored.state, restored.loader, step
+
+
+def evaluate(cfg: training.TrainConfig, g_params, test_batches, fixed_key) -> dict:
+    """Mean and summed test KLD (SPEC §6.1, image domain, 64×64 patches) over the test bursts."""
+    generate = jax.jit(functools.partial(training.eval_step, cfg))
+    gen, real = [], []
+    for i, batch in enumerate(test_batches):
+        gen.append(np.asarray(generate(g_params, jax.random.fold_in(fixed_key, i), batch)))
+        real.append(batch["noisy"])
+    gen, real = np.concatenate(gen), np.concatenate(real)
+    kld = metrics_lib.kld_starlight_per_burst(gen, real)
+    return {"test_kld_mean": float(kld.mean), "test_kld_sum": float(kld.sum)}
+
+
+def _physical_values(cfg: training.TrainConfig, g_params) -> dict:
+    from starlight_jax.noise import scales
+
+    values = scales(g_params["noise"], cfg.generator.noise)
+    return {f"noise/{k}": float(np.asarray(v).ravel()[0]) if np.size(v) == 1 else [float(x) for x in np.ravel(v)]
+            for k, v in values.items() if k not in ("fixed_pattern", "learned_fixed")}
+
+
+def train_and_evaluate(cfg: training.TrainConfig, run: RunConfig, *, resume: bool = False, dataset=None,
+                       log=print) -> dict:
+    """Trains a noise model, evaluating and checkpointing as it goes. Returns the final metrics."""
+    from starlight_jax.data import PipelineConfig, load_dataset, make_loader
+
+    workdir = pathlib.Path(run.workdir).resolve()
+    devices = jax.local_devices()[: run.devices] if run.devices else jax.local_devices()
+    dp = DataParallel(run.parallel, devices)
+    global_batch = cfg.batch_size * dp.n
+    if dataset is None:
+        dataset = load_dataset(run.dataset, run.data_dir, **dict(run.dataset_options))
+    if dataset.channels != cfg.channels:
+        raise ValueError(f"dataset {run.dataset!r} has {dataset.channels} channels but the model was configured "
+                         f"for {cfg.channels}")
+    pipe = PipelineConfig(batch_size=global_batch, crop_size=cfg.crop_size, frames=cfg.frames, seed=cfg.seed)
+    fixed = dataset.fixed_pattern if cfg.generator.noise.fixed else None
+    state = training.create_train_state(jax.random.key(cfg.seed), cfg, fixed_pattern=fixed)
+    latest, best = checkpoint_managers(workdir, run.keep)
+    loader_start = (0, 0)
+    if resume and latest.latest_step() is not None:
+        state, loader_state, step = restore_state(workdir, state)
+        loader_start = (loader_state["epoch"], loader_state["index"])
+        log(f"resumed from {workdir / 'latest'} at step {step} (epoch {loader_start[0]}, batch {loader_start[1]})")
+    elif latest.latest_step() is not None:
+        raise FileExistsError(f"{workdir} already holds checkpoints; pass --resume to continue that run or "
+                              f"choose another --save_path/--run_name")
+    _save_config(workdir, cfg, run)
+    loader = make_loader(dataset, "train", pipe, start=loader_start)
+    total = run.steps if run.steps is not None else run.epochs * loader.batches_per_epoch
+    test_pipe = dataclasses.replace(pipe, batch_size=1)
+    test_split = "test" if len(dataset.test) else "train"
+    test_loader = make_loader(dataset, test_split, test_pipe)
+    test_batches = [test_loader.batch_at(0, i) for i in range(min(run.test_bursts, test_loader.batches_per_epoch))]
+    test_loader.close()
+
+    d_step = dp.step(functools.partial(training.d_step, cfg))
+    g_step = dp.step(functools.partial(training.g_step, cfg))
+    state = dp.put_state(state)
+    eval_key = jax.random.key(cfg.seed + 12345)
+
+    from tensorboardX import SummaryWriter
+    from tqdm import tqdm
+
+    writer = SummaryWriter(str(workdir / "tb"))
+    metrics_file = open(workdir / "metrics.jsonl", "a")
+    stop = {"signal": None}
+
+    def on_signal(signum, _frame):
+        stop["signal"] = signum
+
+    old_handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    step = int(dp.get_state(state).step)
+    last = {"step": step}
+    history = {}
+    bar = tqdm(total=total, initial=step, disable=not run.progress, desc="train", unit="step", dynamic_ncols=True)
+
+    def checkpoint(state, tag_metrics=None):
+        host = dp.get_state(state)
+        _save(latest, int(host.step), host, {"epoch": loader.position[0], "index": loader.position[1],
+                                              "seed": cfg.seed})
+        if tag_metrics is not None:
+            _save(best, int(host.step), host, {"epoch": loader.position[0], "index": loader.position[1],
+                                               "seed": cfg.seed}, metrics=tag_metrics)
+
+    try:
+        while step < total and stop["signal"] is None:
+            batch = dp.put_batch(next(loader))
+            new_state, d_metrics = d_step(state, batch)
+            out = dp.metrics(d_metrics)
+            if step % cfg.n_critic == 0:
+                new_state, g_metrics = g_step(new_state, batch)
+                out.update(dp.metrics(g_metrics))
+            bad = [k for k, v in out.items() if not math.isfinite(v)]
+            if bad:
+                raise NonFiniteLoss(f"non-finite {bad} at step {step}: {out}; the last good checkpoint is kept "
+                                    f"in {workdir / 'latest'}")
+            state, step = new_state, step + 1
+            history.update(out)
+            bar.update(1)
+            if step % run.log_every == 0 or step == total:
+                host = dp.get_state(state)
+                phys = _physical_values(cfg, host.g_params)
+                record = {"step": step, **out, **phys}
+                metrics_file.write(json.dumps(record) + "\n")
+                metrics_file.flush()
+                for k, v in record.items():
+                    if isinstance(v, float):
+                        writer.add_scalar(k if "/" in k else f"train/{k}", v, step)
+                bar.set_postfix(d=f"{out['d_loss']:.3g}", g=f"{history.get('g_loss', float('nan')):.3g}",
+                                kld=f"{history.get('test_kld_mean', float('nan')):.3g}")
+            if step % run.eval_every == 0 or step == total:
+                ev = evaluate(cfg, dp.get_state(state).g_params, test_batches, eval_key)
+                history.update(ev)
+                metrics_file.write(json.dumps({"step": step, **ev}) + "\n")
+                metrics_file.flush()
+                for k, v in ev.items():
+                    writer.add_scalar(f"test/{k}", v, step)
+                checkpoint(state, ev)
+                last["step"] = step
+    except BaseException:
+        if step > last["step"]:
+            try:
+                checkpoint(state)  # the last good state, so the crash loses nothing
+            except Exception as save_error:  # keep the original error
+                log(f"could not save a checkpoint after the error: {save_error}")
+        raise
+    finally:
+        for s, h in old_handlers.items():
+            signal.signal(s, h)
+        bar.close()
+        loader.close()
+        writer.close()
+        metrics_file.close()
+    if step > last["step"]:
+        checkpoint(state)
+    if stop["signal"] is not None:
+        log(f"stopped by signal {stop['signal']} at step {step}; checkpoint saved, continue with --resume")
+    history["step"] = step
+    history.update(_physical_values(cfg, dp.get_state(state).g_params))
+    return history
