@@ -1,0 +1,178 @@
+"""Tests for starlight_jax.models.discriminator."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.sparse.linalg
+
+from starlight_jax.models import count_params
+from starlight_jax.models.discriminator import (LAYERS, SN_COLLECTION, Discriminator, apply_discriminator,
+                                                init_discriminator, normalized_kernels)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _fast_compiles():
+    """These tests check values, not speed: skip most XLA optimisations, which dominate CPU test time."""
+    previous = jax.config.read("jax_disable_most_optimizations")
+    jax.config.update("jax_disable_most_optimizations", True)
+    yield
+    jax.config.update("jax_disable_most_optimizations", previous)
+
+
+@pytest.fixture(scope="module")
+def critic():
+    params, state = jax.jit(init_discriminator, static_argnums=1)(jax.random.key(0), 4)
+    return params, state
+
+
+@pytest.fixture(scope="module")
+def step():
+    """Jitted D call that advances the spectral-norm state."""
+    return jax.jit(lambda p, s, x: apply_discriminator(p, s, x, update_stats=True))
+
+
+def _patches(key, n=2, c=4):
+    return jax.random.uniform(key, (n, 64, 64, c))
+
+
+def _top_singular_value(kernel):
+    """Largest singular value of the kernel as a (fan_in, out) matrix (same spectrum as torch's (out, -1))."""
+    matrix = np.asarray(kernel, np.float64).reshape(-1, kernel.shape[-1])
+    if min(matrix.shape) <= 256:
+        return np.linalg.svd(matrix, compute_uv=False)[0]
+    # A full SVD of conv5's 4608 x 1024 matrix takes tens of seconds on a small CPU; Lanczos needs ~1 s.
+    return scipy.sparse.linalg.svds(matrix, k=1, return_singular_vectors=False)[0]
+
+
+@pytest.mark.parametrize("channels,expected", [(4, 7_491_777), (8, 7_494_081)])
+def test_pinned_parameter_count(channels, expected):
+    params, state = jax.eval_shape(lambda k: init_discriminator(k, channels), jax.random.key(0))
+    assert count_params(params) == expected
+    # Only kernels and biases are trainable; the power-iteration vectors live in the state.
+    assert {leaf for layer in params.values() for leaf in layer} == {"kernel", "bias"}
+    assert {leaf for layer in state.values() for leaf in layer} == {"u"}
+    assert set(params) == set(state) == set(LAYERS)
+    assert {name: state[name]["u"].shape for name in LAYERS} == {
+        "conv1": (64,), "conv2": (128,), "conv3": (256,), "conv4": (512,), "conv5": (1024,), "linear": (1,)}
+
+
+def test_init_is_pytorch_uniform_and_unnormalised(critic):
+    params, _ = critic
+    kernel = params["conv2"]["kernel"]
+    bound = 1 / np.sqrt(4 * 4 * 64)
+    assert 0.9 * bound < np.abs(kernel).max() <= bound
+    assert np.abs(params["linear"]["bias"]).max() <= 1 / np.sqrt(16384)
+    # The stored kernel is the raw W, not W / sigma (flax.linen.SpectralNorm's init would store the latter).
+    assert abs(_top_singular_value(kernel) - 1) > 0.1
+
+
+def test_power_iteration_brings_sigma_to_one(critic, step):
+    params, state = critic
+    x = _patches(jax.random.key(1), n=1)
+    sigma_at_init = {name: sigma for name, (_, sigma) in normalized_kernels(params, state).items()}
+    for _ in range(40):
+        _, state = step(params, state, x)
+    for name, (w, sigma) in normalized_kernels(params, state).items():
+        # Power iteration approaches sigma from below; the conv spectra are flat near the top, hence 3%.
+        top = _top_singular_value(w)
+        assert 1 - 1e-4 < top < 1.03, name
+        # Without the updates the normalised weight would be far from 1 (the state, not luck, did it).
+        if name != "linear":  # a 1-column matrix: one step is exact
+            assert top * sigma / sigma_at_init[name] > 1.1, name
+
+
+def test_update_stats_flag(critic, step):
+    params, state = critic
+    x = _patches(jax.random.key(2))
+    scores, same = apply_discriminator(params, state, x, update_stats=False)
+    assert same is state
+    scores_upd, new = step(params, state, x)
+    np.testing.assert_allclose(scores, scores_upd, rtol=1e-4, atol=1e-6)  # the forward is the same
+    moved = [not np.allclose(new[n]["u"], state[n]["u"]) for n in LAYERS if n != "linear"]
+    assert all(moved)
+    np.testing.assert_allclose(jnp.linalg.norm(new["conv3"]["u"]), 1.0, rtol=1e-5)
+
+
+def test_forward_uses_normalised_weights(critic):
+    params, state = critic
+    x = _patches(jax.random.key(3))
+    scaled = dict(params, conv3=dict(params["conv3"], kernel=params["conv3"]["kernel"] * 7.0))
+    a, _ = apply_discriminator(params, state, x, update_stats=False)
+    b, _ = apply_discriminator(scaled, state, x, update_stats=False)
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_gradient_flows_through_sigma(critic):
+    params, state = critic
+    x = _patches(jax.random.key(4))
+    grads = jax.grad(lambda p: apply_discriminator(p, state, x, update_stats=False)[0].sum())(params)
+    # W / sigma(W) is scale invariant, so with the gradient through sigma, <dD/dW, W> = 0 exactly.
+    # Treating sigma as a constant would leave <dD/dW, W> = d/dc D(cW) at c=1, far from 0.
+    for name in LAYERS:
+        g, w = np.asarray(grads[name]["kernel"]), np.asarray(params[name]["kernel"])
+        assert np.linalg.norm(g) > 0, name
+        cosine = np.sum(g * w) / (np.linalg.norm(g) * np.linalg.norm(w))
+        assert abs(cosine) < 1e-6, name  # ~1e-9 in float32; 5e-4 .. 3e-2 with sigma held constant
+
+
+def test_input_gradient_for_penalty(critic):
+    params, state = critic
+    x = _patches(jax.random.key(5), n=3)
+    grad_fn = jax.jit(jax.grad(lambda x: apply_discriminator(params, state, x, update_stats=False)[0].sum()))
+    g = grad_fn(x)
+    assert g.shape == x.shape
+    assert np.all(np.linalg.norm(np.asarray(g).reshape(3, -1), axis=1) > 0)
+    # Samples are independent in D: sample 1's gradient does not depend on the others.
+    x_other = x.at[0].set(0.0).at[2].set(1.0)
+    np.testing.assert_allclose(grad_fn(x_other)[1], g[1], rtol=1e-4, atol=1e-7)
+
+
+def test_linear_sees_nchw_flattening(critic):
+    params, state = critic
+    x = _patches(jax.random.key(6))
+    c, h, w = 5, 2, 3
+    one_hot = jnp.zeros((16384, 1)).at[c * 16 + h * 4 + w, 0].set(1.0)  # torch index of (c, h, w)
+    probe = dict(params, linear={"kernel": one_hot, "bias": jnp.zeros(1)})
+    scores, _ = apply_discriminator(probe, state, x, update_stats=False)
+    _, inter = Discriminator().apply({"params": params, SN_COLLECTION: state}, x, update_stats=False,
+                                     capture_intermediates=True)
+    conv5 = inter["intermediates"]["conv5"]["__call__"][0]  # [N, 4, 4, 1024], before the activation
+    # A one-hot kernel has sigma 1, so the score is that single LeakyReLU(0.1) feature.
+    np.testing.assert_allclose(scores, jax.nn.leaky_relu(conv5[:, h, w, c], 0.1), rtol=1e-4, atol=1e-7)
+
+
+def test_wrong_patch_size_raises(critic):
+    params, state = critic
+    with pytest.raises(ValueError, match=r"\(32, 32\)"):
+        apply_discriminator(params, state, jnp.zeros((2, 32, 32, 4)), update_stats=False)
+    with pytest.raises(ValueError, match=r"\(64, 32\)"):
+        jax.jit(lambda x: apply_discriminator(params, state, x, update_stats=True))(jnp.zeros((2, 64, 32, 4)))
+
+
+def test_sigmoid_bounds_scores(critic):
+    params, state = critic
+    x = 3.0 * _patches(jax.random.key(7), n=4)
+    logits, _ = apply_discriminator(params, state, x, update_stats=False)
+    probs, _ = apply_discriminator(params, state, x, update_stats=False, sigmoid=True)
+    assert np.all((np.asarray(probs) > 0) & (np.asarray(probs) < 1))
+    np.testing.assert_allclose(probs, jax.nn.sigmoid(logits), rtol=1e-5)
+
+
+def test_leading_axes(critic, step):
+    params, state = critic
+    x = _patches(jax.random.key(8), n=4).reshape(2, 2, 64, 64, 4)
+    scores, _ = apply_discriminator(params, state, x, update_stats=False)
+    flat, _ = apply_discriminator(params, state, x.reshape(4, 64, 64, 4), update_stats=False)
+    assert scores.shape == (2, 2)
+    np.testing.assert_allclose(np.asarray(scores).reshape(4), flat, rtol=1e-5, atol=1e-7)
+
+
+def test_jit_matches_eager(critic, step):
+    params, state = critic
+    x = _patches(jax.random.key(9))
+    eager_scores, eager_state = apply_discriminator(params, state, x, update_stats=True)
+    jit_scores, jit_state = step(params, state, x)
+    np.testing.assert_allclose(eager_scores, jit_scores, rtol=1e-4, atol=1e-6)
+    for name in LAYERS:
+        np.testing.assert_allclose(eager_state[name]["u"], jit_state[name]["u"], rtol=1e-4, atol=1e-6)
