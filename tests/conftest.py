@@ -20,3 +20,17 @@ def shared_data():
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real reference data not found at {SHARED_DATA} (it lives outside the repository)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="module")
+def fast_compiles():
+    """For modules that check values, not speed: skip most XLA optimisations, which dominate CPU test time.
+
+    Use with ``pytestmark = pytest.mark.usefixtures("fast_compiles")``.
+    """
+    import jax
+
+    previous = jax.config.read("jax_disable_most_optimizations")
+    jax.config.update("jax_disable_most_optimizations", True)
+    yield
+    jax.config.update("jax_disable_most_optimizations", previous)

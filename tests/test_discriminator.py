@@ -11,13 +11,7 @@ from starlight_jax.models.discriminator import (LAYERS, SN_COLLECTION, Discrimin
                                                 init_discriminator, normalized_kernels)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _fast_compiles():
-    """These tests check values, not speed: skip most XLA optimisations, which dominate CPU test time."""
-    previous = jax.config.read("jax_disable_most_optimizations")
-    jax.config.update("jax_disable_most_optimizations", True)
-    yield
-    jax.config.update("jax_disable_most_optimizations", previous)
+pytestmark = pytest.mark.usefixtures("fast_compiles")
 
 
 @pytest.fixture(scope="module")

@@ -20,13 +20,7 @@ def _tiny(compat="starlight", opts=unet_lib.DEFAULT_UNET_OPTS, **overrides):
     return dataclasses.replace(cfg, widths=TINY, **overrides)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _fast_compiles():
-    """These tests check values, not speed: skip most XLA optimisations, which dominate CPU test time."""
-    previous = jax.config.read("jax_disable_most_optimizations")
-    jax.config.update("jax_disable_most_optimizations", True)
-    yield
-    jax.config.update("jax_disable_most_optimizations", previous)
+pytestmark = pytest.mark.usefixtures("fast_compiles")
 
 
 @pytest.fixture(scope="module")
