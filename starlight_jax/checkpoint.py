@@ -1,0 +1,101 @@
+"""Loading trained generators from run folders, as the original's `load_from_checkpoint_ab` did.
+
+A run folder (written by `starlight_jax.train_loop`) holds ``config.json``, ``latest/<step>/`` and
+``best/<step>/``. `load_noise_model(run_dir, which)` returns the `NoiseModel` (generator config + params)
+of the checkpoint picked by ``which``: ``"latest"`` (default), ``"best"`` (lowest mean test KLD) or a step
+number.
+"""
+from __future__ import annotations
+
+import pathlib
+from typing import Union
+
+import jax
+import jax.numpy as jnp
+import orbax.checkpoint as ocp
+
+from starlight_jax.generator import NoiseModel, init_generator
+
+Which = Union[str, int]
+
+
+def find_runs(root) -> list[pathlib.Path]:
+    """Run folders below ``root`` (those with a ``config.json`` and a checkpoint), newest first."""
+    root = pathlib.Path(root)
+    runs = [p.parent for p in root.glob("*/config.json")
+            if (p.parent / "latest").is_dir() and any(d.name.isdigit() for d in (p.parent / "latest").iterdir())]
+    return sorted(runs, key=lambda p: (p / "latest").stat().st_mtime, reverse=True)
+
+
+def resolve_run(path, root="checkpoints") -> pathlib.Path:
+    """``path`` itself if it is a run folder, else the newest run under ``root`` when ``path`` is None."""
+    if path is None:
+        runs = find_runs(root)
+        if not runs:
+            raise FileNotFoundError(f"no trained run under {pathlib.Path(root).resolve()}; train one first with "
+                                    f"python experiments/train.py, or pass --checkpoint")
+        return runs[0]
+    path = pathlib.Path(path)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"{path} is not a run folder (no config.json); expected the folder that "
+                                f"experiments/train.py printed, e.g. checkpoints/<run name>")
+    return path
+
+
+def _pick_step(manager: ocp.CheckpointManager, which: Which, folder: pathlib.Path) -> int:
+    steps = manager.all_steps()
+    if not steps:
+        raise FileNotFoundError(f"no checkpoint in {folder}")
+    if which in ("latest", "best"):
+        return max(steps)
+    if isinstance(which, int) or (isinstance(which, str) and which.isdigit()):
+        if int(which) not in steps:
+            raise FileNotFoundError(f"no checkpoint at step {which} in {folder}; available steps: {sorted(steps)}")
+        return int(which)
+    raise ValueError(f"which must be 'latest', 'best' or a step number, got {which!r}")
+
+
+def load_noise_model(run_dir=None, which: Which = "latest", *, root="checkpoints"):
+    """Loads a trained generator.
+
+    Args:
+      run_dir: a run folder; None picks the newest under ``root``.
+      which: ``"latest"``, ``"best"`` or a step number.
+      root: where to look when ``run_dir`` is None.
+
+    Returns:
+      ``(model, train_config, info)``: the `NoiseModel`, the `TrainConfig` it was trained with, and
+      ``{"run_dir", "step", "which"}``.
+
+    Raises:
+      FileNotFoundError: no run folder / checkpoint; ValueError: the checkpoint does not match its config
+        (e.g. a different noiselist or U-Net), naming the differing parameters.
+    """
+    from starlight_jax.train_loop import load_config
+
+    run_dir = resolve_run(run_dir, root).resolve()
+    cfg, _ = load_config(run_dir)
+    folder = run_dir / ("best" if which == "best" else "latest")
+    manager = ocp.CheckpointManager(folder, item_names=("state", "loader"))
+    step = _pick_step(manager, which, folder)
+    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(),
+                                                             loader=ocp.args.JsonRestore()))
+    params = jax.tree_util.tree_map(jnp.asarray, restored.state["g_params"])
+    gen_cfg = cfg.generator
+    expected = jax.eval_shape(lambda: init_generator(jax.random.key(0), gen_cfg).params)
+    _check_same_tree(expected, params, run_dir, step)
+    return NoiseModel(params=params, config=gen_cfg), cfg, {"run_dir": str(run_dir), "step": step, "which": which}
+
+
+def _check_same_tree(expected, got, run_dir, step):
+    def paths(tree):
+        flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+        return {jax.tree_util.keystr(p): tuple(x.shape) for p, x in flat}
+
+    want, have = paths(expected), paths(got)
+    missing, unexpected = sorted(set(want) - set(have)), sorted(set(have) - set(want))
+    shapes = sorted(k for k in set(want) & set(have)
+                    if want[k] != have[k] and not k.endswith(("['fixed_pattern']", "['learned_fixed']")))
+    if missing or unexpected or shapes:
+        raise ValueError(f"checkpoint {run_dir} step {step} does not match its config.json (different noiselist "
+                         f"or U-Net options?): missing {missing}, unexpected {unexpected}, shape mismatch {shapes}")
