@@ -19,6 +19,7 @@ from starlight_jax import validation
 from starlight_jax.noiselist import DEFAULT_NOISELIST, NoiseConfig, parse_noiselist
 
 NETWORKS = ("Unet", "Unet_cat", "Unet_first", "noUnet")
+PATCH_MODES = ("patches_after", "patches_before")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,16 +33,23 @@ class GeneratorConfig:
       unet_opts: the original's ``residual<X>_<down>_<up>_<act>`` string.
       unet_widths: optional encoder widths overriding the default (32, 64, 128, 256, 256), e.g. a
         narrower U-Net for CPU runs.
+      patches: ``"patches_after"`` (default: the U-Net sees the whole crop; tiling for the critic comes
+        later) or ``"patches_before"`` (the U-Net sees each 64×64 tile of a ``[..., T, H, W, C]`` burst on
+        its own, as the original's ``split_into_patches``; the tiles are put back in place, so the output
+        keeps the burst's shape and tiling it again gives the original's patches).
     """
 
     noise: NoiseConfig = dataclasses.field(default_factory=lambda: parse_noiselist(DEFAULT_NOISELIST))
     network: str = "noUnet"
     unet_opts: str = "residualFalse_conv_tconv_selu"
     unet_widths: Optional[tuple[int, ...]] = None
+    patches: str = "patches_after"
 
     def __post_init__(self):
         if self.network not in NETWORKS:
             raise ValueError(f"network must be one of {NETWORKS}, got {self.network!r}")
+        if self.patches not in PATCH_MODES:
+            raise ValueError(f"patches must be one of {PATCH_MODES}, got {self.patches!r}")
         if self.network != "noUnet":
             _unet(self)  # parses unet_opts now, so a bad string fails before anything is traced
 
@@ -101,10 +109,16 @@ def generate(params, key, clean, config: GeneratorConfig, *, train: bool = False
             return _unet(config).apply({"params": params["net"]}, x, train=train, rngs={"dropout": dropout_key})
     x = net(clean) if config.network == "Unet_first" else clean
     y = noise_lib.add_noise(noise_key, params["noise"], x, config.noise, fixed_offset=fixed_offset)
-    if config.network == "Unet":
-        y = net(y)
-    elif config.network == "Unet_cat":
-        y = net(jnp.concatenate([x, y], axis=-1))
+    if config.network in ("Unet", "Unet_cat"):
+        net_in = y if config.network == "Unet" else jnp.concatenate([x, y], axis=-1)
+        if config.patches == "patches_before":
+            from starlight_jax import patches as patches_lib
+
+            shape = net_in.shape if net_in.ndim >= 4 else (1, *net_in.shape)
+            tiles = net(patches_lib.to_patches(net_in.reshape(shape)))
+            y = patches_lib.from_patches(tiles, (*shape[:-1], tiles.shape[-1])).reshape(y.shape)
+        else:
+            y = net(net_in)
     return jnp.clip(y, 0.0, 1.0)
 
 

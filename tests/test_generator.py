@@ -1,0 +1,104 @@
+"""The full generator: noise + U-Net mode + clip, as one pure function."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import starlight_jax as sj
+from starlight_jax.models import TINY_WIDTHS
+from starlight_jax.noiselist import parse_noiselist
+
+pytestmark = pytest.mark.usefixtures("fast_compiles")
+
+
+def config(network, patches="patches_after", compat="physics", opts="residualTrue_conv_tconv_selu"):
+    return sj.GeneratorConfig(noise=parse_noiselist("shot_read_uniform_row1", compat=compat), network=network,
+                              unet_opts=opts, unet_widths=TINY_WIDTHS, patches=patches)
+
+
+def clean(shape=(2, 64, 128, 4), seed=1):
+    return jax.random.uniform(jax.random.key(seed), shape, minval=0.1, maxval=0.9)
+
+
+@pytest.mark.parametrize("network", sj.generator.NETWORKS)
+@pytest.mark.parametrize("patches", sj.generator.PATCH_MODES)
+@pytest.mark.parametrize("compat", ["physics", "starlight"])
+def test_shapes_and_range(network, patches, compat):
+    cfg = config(network, patches, compat)
+    model = sj.init_generator(jax.random.key(0), cfg)
+    x = clean((1, 2, 64, 64, 4))
+    out = jax.jit(lambda p, k, x: sj.generate(p, k, x, cfg, train=True))(model.params, jax.random.key(2), x)
+    assert out.shape == x.shape and out.dtype == x.dtype
+    assert float(out.min()) >= 0 and float(out.max()) <= 1
+    assert float(jnp.abs(out - x).mean()) > 1e-3  # something happened
+
+
+@pytest.mark.parametrize("network", ["Unet_cat", "Unet_first"])
+def test_jit_equals_eager(network):
+    cfg = config(network, compat="starlight")
+    model = sj.init_generator(jax.random.key(0), cfg)
+    x = clean()
+    eager = sj.generate(model.params, jax.random.key(2), x, cfg, train=True)
+    jitted = jax.jit(lambda p, k, x: sj.generate(p, k, x, cfg, train=True))(model.params, jax.random.key(2), x)
+    np.testing.assert_allclose(np.asarray(jitted), np.asarray(eager), atol=2e-5)
+
+
+def test_unet_cat_sees_the_clean_channels_first():
+    # Zero the weights that read the second half of the U-Net input in both first convs. Each block adds its
+    # input's first C channels (block residual), so the output then depends on the first half only: if that
+    # half is the clean image, the noise key stops mattering.
+    cfg = config("Unet_cat")
+    model = sj.init_generator(jax.random.key(0), cfg)
+    params = jax.tree_util.tree_map(lambda v: v, model.params)
+    for block in ("conv1", "convres"):
+        kernel = params["net"][block]["conv1"]["kernel"]
+        params["net"][block]["conv1"]["kernel"] = kernel.at[:, :, 4:, :].set(0.0)
+    x = clean()
+    a = sj.generate(params, jax.random.key(1), x, cfg)
+    b = sj.generate(params, jax.random.key(2), x, cfg)
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
+    # The same surgery on the first half leaves the noisy half in play: outputs differ across keys.
+    params["net"]["conv1"]["conv1"]["kernel"] = model.params["net"]["conv1"]["conv1"]["kernel"].at[:, :, :4, :].set(0.0)
+    params["net"]["convres"]["conv1"]["kernel"] = model.params["net"]["convres"]["conv1"]["kernel"].at[:, :, :4, :].set(0.0)
+    c = sj.generate(params, jax.random.key(1), x, cfg)
+    d = sj.generate(params, jax.random.key(2), x, cfg)
+    assert float(jnp.abs(c - d).mean()) > 1e-4
+
+
+def test_dropout_only_in_train_mode():
+    cfg = config("Unet", compat="starlight", opts="residualFalse_conv_tconv_selu")  # Dropout2d 0.05
+    model = sj.init_generator(jax.random.key(0), cfg)
+    x = clean()
+    # Same noise key, so only dropout can differ: generate() splits (noise, dropout) from one key, so
+    # compare two calls of train=False (deterministic) and train=True against train=False.
+    off1 = sj.generate(model.params, jax.random.key(5), x, cfg, train=False)
+    off2 = sj.generate(model.params, jax.random.key(5), x, cfg, train=False)
+    on = sj.generate(model.params, jax.random.key(5), x, cfg, train=True)
+    np.testing.assert_array_equal(np.asarray(off1), np.asarray(off2))
+    assert float(jnp.abs(on - off1).max()) > 1e-4
+
+
+def test_patches_before_tiles_the_unet_input():
+    """With patches_before, each 64x64 tile is processed alone: equal to running the U-Net per tile."""
+    cfg_before = config("Unet", "patches_before", opts="residualFalse_conv_tconv_selu")
+    model = sj.init_generator(jax.random.key(0), cfg_before)
+    noise_only = sj.GeneratorConfig(noise=cfg_before.noise)
+    x = clean((2, 64, 128, 4))
+    out = sj.generate(model.params, jax.random.key(3), x, cfg_before)
+    noisy = sj.generate({"noise": model.params["noise"]}, jax.random.key(3), x, noise_only)
+    # noise_only clips; the U-Net input is unclipped, so recompute it without the clip:
+    noise_key = jax.random.split(jax.random.key(3))[0]
+    y = sj.add_noise(noise_key, model.params["noise"], x, cfg_before.noise)
+    unet = sj.generator._unet(cfg_before)
+    right_tile = unet.apply({"params": model.params["net"]}, y[:, :, 64:], train=False)
+    np.testing.assert_allclose(np.asarray(out[:, :, 64:]), np.clip(np.asarray(right_tile), 0, 1), atol=1e-5)
+    assert noisy.shape == out.shape
+
+
+def test_bad_configs_raise():
+    with pytest.raises(ValueError, match="network"):
+        sj.GeneratorConfig(network="UNet")
+    with pytest.raises(ValueError, match="patches"):
+        sj.GeneratorConfig(patches="before")
+    with pytest.raises(ValueError, match="unet_opts"):
+        sj.GeneratorConfig(network="Unet", unet_opts="residualMaybe_conv_tconv_selu")
