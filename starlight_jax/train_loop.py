@@ -158,7 +158,13 @@ def train_and_evaluate(cfg: training.TrainConfig, run: RunConfig, *, resume: boo
     test_loader.close()
 
     d_step = dp.step(functools.partial(training.d_step, cfg))
-    g_step = dp.step(functools.partial(training.g_step, cfg))
+    lpips_params = None
+    if cfg.generator_loss != "none":
+        from starlight_jax.perceptual import load_perceptual
+
+        lpips_params = load_perceptual(cfg.generator_loss)[1]
+    g_compiled = dp.step(functools.partial(training.g_step, cfg), replicated_args=1)
+    g_step = lambda state, batch: g_compiled(state, batch, lpips_params)  # noqa: E731
     state = dp.put_state(state)
     eval_key = jax.random.key(cfg.seed + 12345)
 

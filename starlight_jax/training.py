@@ -16,6 +16,7 @@ Differences from the original training loop (SPEC §5, §12), each documented wh
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Optional
 
 import jax
@@ -28,7 +29,7 @@ from starlight_jax.generator import GeneratorConfig, generate, init_generator
 from starlight_jax.models.discriminator import apply_discriminator, init_discriminator
 from starlight_jax.noiselist import parse_noiselist
 
-GENERATOR_LOSSES = ("none", "lpips")
+GENERATOR_LOSSES = ("none", "lpips", "lpips_vgg")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -217,15 +218,20 @@ def d_step(cfg: TrainConfig, state: TrainState, batch, axis_name: Optional[str] 
     return state, metrics
 
 
-def g_step(cfg: TrainConfig, state: TrainState, batch, axis_name: Optional[str] = None, perceptual=None):
-    """One generator update: ``-mean D(fake) [+ w·perceptual(fake, real)]``. Returns ``(state, metrics)``.
+def g_step(cfg: TrainConfig, state: TrainState, batch, lpips_params=None, axis_name: Optional[str] = None):
+    """One generator update: ``-mean D(fake) [+ w·LPIPS(fake, real)]``. Returns ``(state, metrics)``.
 
-    ``perceptual(params, fake_patches, real_patches) -> scalar`` is the optional LPIPS term, with its
-    weights passed as ``batch["lpips_params"]`` so they are an argument of the jitted step, not a constant.
+    ``lpips_params`` (from `starlight_jax.perceptual.load_perceptual`) is an argument of the step, not a
+    constant baked into the compiled program; it is required when ``cfg.generator_loss == "lpips"``.
     """
     global_batch = batch["clean"].shape[0] * (1 if axis_name is None else jax.lax.psum(1, axis_name))
     keys = burst_keys(state, 1, global_batch, axis_name)
     real_in = prepare(cfg, batch["noisy"])
+    lpips_apply = None
+    if cfg.generator_loss != "none":
+        lpips_apply = _perceptual_apply(cfg.generator_loss)
+        if lpips_params is None:
+            raise ValueError(f"generator_loss={cfg.generator_loss!r} needs lpips_params (load_perceptual)")
 
     def loss_fn(g_params):
         fake_in = prepare(cfg, generate_batch(cfg, g_params, keys, batch))
@@ -233,8 +239,10 @@ def g_step(cfg: TrainConfig, state: TrainState, batch, axis_name: Optional[str] 
                                         sigmoid=cfg.sigmoid)
         adv = -_mean(scores, axis_name)
         loss, metrics = adv, dict(g_adv=adv)
-        if perceptual is not None:
-            term = _mean(perceptual(batch["lpips_params"], fake_in, real_in), axis_name)
+        if lpips_apply is not None:
+            from starlight_jax.perceptual import lpips_term
+
+            term = _mean(lpips_term(lpips_apply, lpips_params, fake_in, real_in), axis_name)
             loss = loss + cfg.lpips_weight * term
             metrics["lpips"] = term
         metrics["g_loss"] = loss
@@ -246,6 +254,13 @@ def g_step(cfg: TrainConfig, state: TrainState, batch, axis_name: Optional[str] 
     g_tx, _ = _optimizers(cfg, state.g_params)
     updates, g_opt = g_tx.update(grads, state.g_opt, state.g_params)
     return state.replace(g_params=optax.apply_updates(state.g_params, updates), g_opt=g_opt), metrics
+
+
+@functools.lru_cache(maxsize=4)
+def _perceptual_apply(name: str):
+    from starlight_jax.perceptual import load_perceptual
+
+    return load_perceptual(name)[0]
 
 
 def eval_step(cfg: TrainConfig, g_params, key, batch):

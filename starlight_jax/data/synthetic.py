@@ -118,9 +118,10 @@ class SensorModel:
     ratio: float = 100.0
     # Per-channel black-level error beta_c in DN (ELD color_bias[8], R/G1/G2/B).
     channel_bias_dn: tuple[float, float, float, float] = _ELD_CHANNEL_BIAS
-    # Black-level pedestal kept in the output, DN: 32 DN = 8.6 read-noise std, so clipping at 0 is rare
-    # (P(TL < -34 DN) ~ 1e-5). Chosen, not calibrated.
-    pedestal_dn: float = 32.0
+    # Extra black-level pedestal kept in the output, DN. Default 0: values below black clip at 0, as in
+    # black-subtracted raw data and as the generator's own clip does; a pedestal (e.g. 32 DN = 8.6 read-noise
+    # std) avoids that clipping but is an offset of 0.2 that only models with fixed1 can represent.
+    pedestal_dn: float = 0.0
     # Column fixed-pattern std in DN, one value per sensor column, constant over all frames. Chosen (ELD
     # has no column term); of the order of the row noise so that it is visible after averaging.
     column_fpn_dn: float = 1.0
