@@ -1,0 +1,108 @@
+"""Score a trained noise model on the test split against Gaussian and Poisson-Gaussian baselines.
+
+    python experiments/evaluate.py                       # the newest run under checkpoints/, latest step
+    python experiments/evaluate.py --checkpoint checkpoints/<run> --which best --json eval.json
+    python experiments/evaluate.py --max_bursts 2 --samples 2   # quicker
+
+Dataset, data folder, dataset options, crop and frames default to the run's config.json. Prints a table
+(one row per model: KLD starlight mean/sum, KLD noiseflow or sRGB, AKLD, images scored), the parameter
+table (learned vs ground truth on the synthetic data) and writes everything as JSON (default
+``<run>/evaluation.json``). The logic lives in `starlight_jax.evaluation`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import sys
+import time
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--checkpoint", default=None, help="run folder (default: the newest under --root)")
+    ap.add_argument("--root", default=str(REPO / "checkpoints"), help="where to look for runs")
+    ap.add_argument("--which", default="latest", help="latest, best or a step number")
+    ap.add_argument("--dataset", default=None, choices=["synthetic", "pairs", "sidd", "starlight"],
+                    help="default: the run's")
+    ap.add_argument("--data_dir", default=None, help="default: the run's")
+    ap.add_argument("--frame_size", type=int, default=None, help="synthetic only: frame side (default: the run's)")
+    ap.add_argument("--crop_size", type=int, default=None, help="test crop (default: the run's training crop)")
+    ap.add_argument("--frames", type=int, default=None, help="frames per test burst (default: the run's)")
+    ap.add_argument("--max_bursts", type=int, default=None, help="score only the first N test bursts")
+    ap.add_argument("--max_train_bursts", type=int, default=None, help="fit the baselines on N train bursts")
+    ap.add_argument("--samples", type=int, default=4, help="samples per burst for AKLD (L)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--keep_fixed_pattern", action="store_true",
+                    help="fit the baselines to the raw residual, without subtracting the dataset's fixed pattern")
+    ap.add_argument("--json", default=None, help="output JSON (default <run>/evaluation.json)")
+    return ap.parse_args(argv)
+
+
+def fail(msg: str):
+    print(f"error: {msg}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    for name in ("max_bursts", "max_train_bursts", "samples", "frames"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            fail(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if args.crop_size is not None and (args.crop_size < 64 or args.crop_size % 64):
+        fail(f"--crop_size must be a positive multiple of 64, got {args.crop_size}")
+    if args.data_dir is not None and not os.path.isdir(args.data_dir):
+        fail(f"--data_dir {args.data_dir} does not exist or is not a folder")
+
+    from starlight_jax import evaluation
+    from starlight_jax.checkpoint import load_noise_model
+
+    t0 = time.time()
+    try:
+        model, cfg, info = load_noise_model(args.checkpoint, args.which, root=args.root)
+    except (FileNotFoundError, ValueError) as e:
+        fail(str(e))
+    from starlight_jax.train_loop import load_config
+
+    _, run = load_config(info["run_dir"])
+    options = {"frame_size": (args.frame_size, args.frame_size)} if args.frame_size else None
+    try:
+        dataset, ds_name, data_dir, opts = evaluation.run_dataset(run, args.dataset, args.data_dir, options)
+    except (FileNotFoundError, ValueError, TypeError) as e:
+        fail(f"dataset: {e}")
+    crop, frames = args.crop_size or cfg.crop_size, args.frames or cfg.frames
+    if args.frames is None and frames > evaluation.max_frames(dataset):
+        frames = evaluation.max_frames(dataset)
+        print(f"[evaluate] the dataset's bursts have {frames} frame(s): scoring {frames} instead of the run's "
+              f"{cfg.frames}")
+    print(f"[evaluate] run {info['run_dir']} step {info['step']} ({args.which}); noiselist "
+          f"{model.config.noise.noiselist}, {model.config.network}")
+    print(f"[evaluate] dataset {ds_name} {opts or ''} data_dir={data_dir}; crop {crop}, {frames} frames, "
+          f"{args.samples} samples/burst")
+    try:
+        result = evaluation.evaluate_model(
+            model, dataset, crop_size=crop, frames=frames, seed=args.seed, max_bursts=args.max_bursts,
+            n_samples=args.samples, subtract_fixed_pattern=not args.keep_fixed_pattern,
+            max_train_bursts=args.max_train_bursts)
+    except ValueError as e:
+        fail(str(e))
+    result["checkpoint"] = {**info, "data_dir": data_dir, "dataset_options": opts}
+    print()
+    print(evaluation.metrics_table(result))
+    print()
+    print(evaluation.parameter_table(result))
+    for note in result["notes"]:
+        print(f"note: {note}")
+    out = pathlib.Path(args.json) if args.json else pathlib.Path(info["run_dir"]) / "evaluation.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(evaluation.to_json(result), indent=1))
+    print(f"[evaluate] wrote {out} ({time.time() - t0:.0f} s)")
+    return result
+
+
+if __name__ == "__main__":
+    main()

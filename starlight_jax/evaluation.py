@@ -1,0 +1,583 @@
+"""Test-set evaluation of a learned noise model against two classical baselines.
+
+`evaluate_model(model, dataset, crop_size=..., frames=...)` noises every test burst three ways and scores
+each against the real noisy burst:
+
+* ``"model"``: the learned generator (``train=False``, the crop's offset for the fixed pattern);
+* ``"gaussian"``: `fit_gaussian` on the train split;
+* ``"poisson_gaussian"``: `fit_poisson_gaussian` on the train split.
+
+The test bursts are those of the training loop's evaluation: the test split in sorted order, frames
+``[0, T)``, the fixed crop at (10, 10). The baselines are fitted on the train split as the training loop
+reads it in epoch 0 (seeded random crops and windows). Sample ``l`` of model ``m`` on burst ``i`` uses
+``fold_in(fold_in(fold_in(key(seed), i), m), l)``, so results are reproducible.
+
+Metrics per model (all in `starlight_jax.metrics`):
+
+* ``kld_starlight_mean`` / ``kld_starlight_sum``: the original's image-histogram KLD, per burst, then the
+  mean and the sum over bursts (the sum is what the original logged as test/kld);
+* ``kld_noiseflow`` (raw data) or ``kld_srgb`` (sRGB data: the ``pairs`` source and SIDD sRGB): residual
+  histogram KLD, averaged over bursts;
+* ``akld``: DANet's AKLD over ``n_samples`` independent samples, averaged over bursts;
+* ``residual_mean`` / ``residual_std`` of sample 0 (also given for the real data, key ``"real"``);
+* ``n_bursts``, ``n_images`` (= bursts x frames: the number of noisy images scored) and ``n_samples``.
+
+The residual metrics (``kld_noiseflow``, ``akld``, residual statistics, noise level functions) measure
+residuals from clean + the dataset's fixed pattern when the baselines use it (`score_samples`).
+
+.. note::
+   **Baselines and the fixed pattern.** When the dataset knows its additive fixed pattern (the mean dark
+   frame: black-level pedestal, per-channel offset, column pattern; `BurstDataset.fixed_pattern`), the
+   baselines are fitted to ``noisy - clean - fixed_pattern`` and add the cropped pattern back when they
+   sample, as a calibrated classical model would (it is the same map the learned ``fixed1`` component
+   adds). A learned model whose noiselist has no ``fixed1`` cannot produce that offset; the result then
+   carries a note saying so. ``subtract_fixed_pattern=False`` fits the baselines to the raw residual.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from typing import NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from starlight_jax import metrics as metrics_lib
+from starlight_jax.baselines import (GaussianBaseline, PoissonGaussianBaseline, fit_gaussian,
+                                     fit_poisson_gaussian)
+from starlight_jax.generator import NoiseModel, generate
+from starlight_jax.noise import scales
+
+MODELS = ("model", "gaussian", "poisson_gaussian")
+LABELS = {"model": "learned model", "gaussian": "Gaussian", "poisson_gaussian": "Poisson-Gaussian"}
+
+
+# ----------------------------------------------------------------------------------------------------
+# Data
+# ----------------------------------------------------------------------------------------------------
+def is_srgb(dataset) -> bool:
+    """True for sRGB data (``pairs`` folders and SIDD sRGB); False for raw data."""
+    return dataset.name == "pairs" or (dataset.name == "sidd" and dataset.info.get("variant") == "srgb")
+
+
+def _tuples(x):
+    return tuple(_tuples(v) for v in x) if isinstance(x, (list, tuple)) else x
+
+
+def run_dataset(run_config, dataset: Optional[str] = None, data_dir=None, options: Optional[dict] = None):
+    """Loads the dataset a run was trained on (its ``config.json`` ``run`` section), or another one.
+
+    Args:
+      run_config: the run's `train_loop.RunConfig`.
+      dataset: a dataset name overriding the run's; its options then start empty.
+      data_dir: overrides the run's data folder.
+      options: source options added to (or replacing) the run's, e.g. ``{"frame_size": (128, 128)}``.
+
+    Returns:
+      ``(dataset, name, data_dir, options)``.
+    """
+    from starlight_jax.data import load_dataset
+
+    name = dataset or run_config.dataset
+    opts = {k: _tuples(v) for k, v in run_config.dataset_options} if name == run_config.dataset else {}
+    opts.update(options or {})
+    if data_dir is None and name == run_config.dataset:
+        data_dir = run_config.data_dir
+    return load_dataset(name, data_dir, **opts), name, data_dir, opts
+
+
+def max_frames(dataset) -> int:
+    """The most frames every burst of the dataset has (the limit for ``frames``)."""
+    sources = [src for src in (dataset.train, dataset.test) if len(src)]
+    return min(src.info(i).num_frames for src in sources for i in range(len(src)))
+
+
+def load_batches(dataset, split: str, *, crop_size: int, frames: int, seed: int = 0,
+                 max_bursts: Optional[int] = None) -> list[dict]:
+    """The bursts of ``split`` as the training loop reads them, one per batch (B = 1).
+
+    Test split: sorted order, fixed crop, frames ``[0, T)``. Train split: epoch 0 of the training loader
+    (seeded crops and windows). ``max_bursts`` keeps the first N.
+
+    Returns:
+      A list of ``{"clean", "noisy": float32 [1, T, h, w, C], "offset": int32 [1, 2]}``.
+
+    Raises:
+      ValueError: an empty split, a bad ``max_bursts``, or items smaller than the crop / shorter than T.
+    """
+    from starlight_jax.data import PipelineConfig, make_loader
+
+    if max_bursts is not None and (isinstance(max_bursts, bool) or int(max_bursts) < 1):
+        raise ValueError(f"max_bursts must be a positive int or None, got {max_bursts!r}")
+    if len(dataset.split(split)) == 0:
+        raise ValueError(f"dataset {dataset.name!r} has no {split} bursts")
+    pipe = PipelineConfig(batch_size=1, crop_size=crop_size, frames=frames, seed=seed)
+    with make_loader(dataset, split, pipe) as loader:
+        n = loader.batches_per_epoch if max_bursts is None else min(int(max_bursts), loader.batches_per_epoch)
+        return [loader.batch_at(0, i) for i in range(n)]
+
+
+def _fixed_crop(dataset, batch, use: bool) -> np.ndarray:
+    """The dataset's fixed pattern cropped like ``batch`` ``[B, 1, h, w, C]`` (zeros when unused)."""
+    shape = batch["clean"].shape
+    if not use:
+        return np.zeros((shape[0], 1, *shape[2:]), np.float32)
+    from starlight_jax.data import crop_fixed_pattern
+
+    return crop_fixed_pattern(dataset.fixed_pattern, batch["offset"], shape[2:4])[:, None].astype(np.float32)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Baselines
+# ----------------------------------------------------------------------------------------------------
+class Baselines(NamedTuple):
+    """The two fitted baselines and what they were fitted on."""
+    gaussian: GaussianBaseline
+    poisson_gaussian: PoissonGaussianBaseline
+    fixed_pattern: bool  # fitted to noisy - clean - fixed_pattern, and add the pattern back when sampling
+    n_bursts: int  # train bursts used
+
+
+def fit_baselines(dataset, *, crop_size: int, frames: int, seed: int = 0, max_bursts: Optional[int] = None,
+                  subtract_fixed_pattern: bool = True, censoring_margin: Optional[float] = 3.0) -> Baselines:
+    """Fits `GaussianBaseline` and `PoissonGaussianBaseline` on the train split.
+
+    Real data are clipped to [0, 1]; black-level-subtracted raw data therefore lose the negative half of
+    the noise of dark pixels, which biases a plain noise-level-function fit (``a`` high, ``b`` low: by
+    +20 % and -30 % on the synthetic data without pedestal). When over 0.01 % of the noisy values sit at
+    0 or 1, the Poisson-Gaussian fit is redone on the pixels whose clean value x satisfies
+    :math:`k\sigma(x) \le x \le 1 - k\sigma(1)` with :math:`\sigma(x)^2 = a x + b` of the first fit and
+    ``k = censoring_margin`` (3: under 0.2 % of such a pixel's noise is clipped). If too few pixels
+    remain, the first fit is kept. The Gaussian fit uses every pixel.
+
+    Args:
+      dataset: a `BurstDataset`.
+      crop_size: crop side (as in training).
+      frames: frames per burst.
+      seed: loader seed (crops and windows of epoch 0).
+      max_bursts: use only the first N train bursts.
+      subtract_fixed_pattern: fit to ``noisy - fixed_pattern`` when the dataset has a fixed pattern (see
+        the module note).
+      censoring_margin: k above; None fits every pixel.
+
+    Returns:
+      `Baselines`.
+    """
+    batches = load_batches(dataset, "train", crop_size=crop_size, frames=frames, seed=seed,
+                           max_bursts=max_bursts)
+    use_fp = bool(subtract_fixed_pattern and dataset.fixed_pattern is not None)
+    clean = np.concatenate([b["clean"] for b in batches])
+    noisy_raw = np.concatenate([b["noisy"] for b in batches])
+    noisy = np.concatenate([b["noisy"] - _fixed_crop(dataset, b, use_fp) for b in batches])
+    pg = fit_poisson_gaussian(noisy, clean)
+    clipped = np.mean((noisy_raw <= 0.0) | (noisy_raw >= 1.0)) > 1e-4
+    if censoring_margin is not None and clipped:
+        k2 = float(censoring_margin) ** 2
+        a, b = np.asarray(pg.a, np.float64), np.asarray(pg.b, np.float64)
+        lo = (k2 * a + np.sqrt((k2 * a) ** 2 + 4 * k2 * b)) / 2  # solves x = k sigma(x)
+        hi = 1.0 - np.sqrt(k2 * (a + b))
+        keep = (clean >= lo) & (clean <= hi)
+        try:  # clean values outside [0, 1] are left out of the noise level function's bins
+            pg = fit_poisson_gaussian(noisy, np.where(keep, clean, -1.0).astype(np.float32))
+        except ValueError:
+            pass
+    return Baselines(fit_gaussian(noisy, clean), pg, use_fp, len(batches))
+
+
+def baseline_std(baseline, clean):
+    """Per-pixel noise std of a baseline on ``clean`` ``[..., H, W, C]``."""
+    if isinstance(baseline, GaussianBaseline):
+        return jnp.broadcast_to(baseline.sigma.astype(clean.dtype), clean.shape)
+    a, b = baseline.a.astype(clean.dtype), baseline.b.astype(clean.dtype)
+    return jnp.sqrt(jnp.maximum(a * clean + b, 0.0))
+
+
+@jax.jit
+def _sample_baseline(baseline, key, clean, offset_map):
+    # clip(x + offset + std(x) eps); with a zero offset map this is exactly baseline.sample(key, clean).
+    eps = jax.random.normal(key, clean.shape, clean.dtype)
+    return jnp.clip(clean + offset_map + baseline_std(baseline, clean) * eps, 0.0, 1.0)
+
+
+@functools.partial(jax.jit, static_argnames=("use_offset",))
+def _sample_model(model: NoiseModel, key, clean, offset, use_offset: bool):
+    return generate(model.params, key, clean, model.config, train=False,
+                    fixed_offset=offset if use_offset else None)
+
+
+def _uses_offset(model: NoiseModel) -> bool:
+    return bool(model.config.noise.fixed or model.config.noise.learned_fixed)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Samples
+# ----------------------------------------------------------------------------------------------------
+class EvalSamples(NamedTuple):
+    """Test bursts and what each model made of them (numpy, float32)."""
+    clean: np.ndarray  # [N, T, h, w, C]
+    real: np.ndarray  # [N, T, h, w, C] real noisy
+    generated: dict  # name -> [L, N, T, h, w, C]; sample 0 is the one the histogram metrics use
+    offsets: np.ndarray  # [N, 2] crop offsets in the full frame
+    names: tuple  # [N] burst names
+    offset_map: np.ndarray  # [N, 1, h, w, C] the dataset's fixed pattern at each crop (zeros if not used)
+
+    @property
+    def reference(self) -> np.ndarray:
+        """``clean + offset_map`` ``[N, T, h, w, C]``: what residuals are measured from."""
+        return self.clean + self.offset_map
+
+    def residual(self, noisy) -> np.ndarray:
+        """``noisy - clean - offset_map`` for ``noisy`` ``[..., N, T, h, w, C]``."""
+        return np.asarray(noisy, np.float32) - self.reference
+
+
+def draw_samples(model: NoiseModel, dataset, baselines: Baselines, *, crop_size: int, frames: int,
+                 seed: int = 0, max_bursts: Optional[int] = None, n_samples: int = 4,
+                 split: str = "test") -> EvalSamples:
+    """Noises every burst of ``split`` with the learned model and both baselines, ``n_samples`` times."""
+    check_channels(model, dataset)
+    if isinstance(n_samples, bool) or int(n_samples) < 1:
+        raise ValueError(f"n_samples must be a positive int, got {n_samples!r}")
+    batches = load_batches(dataset, split, crop_size=crop_size, frames=frames, seed=seed, max_bursts=max_bursts)
+    names = tuple(dataset.split(split).names[:len(batches)])
+    base_key = jax.random.key(seed)
+    use_offset = _uses_offset(model)
+    out = {m: [] for m in MODELS}
+    maps = []
+    for i, batch in enumerate(batches):
+        clean = jnp.asarray(batch["clean"][0])
+        offset = jnp.asarray(batch["offset"][0])
+        maps.append(_fixed_crop(dataset, batch, baselines.fixed_pattern))
+        fp = jnp.asarray(maps[-1][0])
+        for m_idx, m in enumerate(MODELS):
+            keys = [jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(base_key, i), m_idx), l)
+                    for l in range(int(n_samples))]
+            if m == "model":
+                draws = [_sample_model(model, k, clean, offset, use_offset) for k in keys]
+            else:
+                draws = [_sample_baseline(getattr(baselines, m), k, clean, fp) for k in keys]
+            out[m].append(np.stack([np.asarray(d) for d in draws]))
+    generated = {m: np.stack(v, axis=1) for m, v in out.items()}
+    return EvalSamples(np.concatenate([b["clean"] for b in batches]),
+                       np.concatenate([b["noisy"] for b in batches]), generated,
+                       np.concatenate([b["offset"] for b in batches]), names, np.concatenate(maps))
+
+
+def check_channels(model: NoiseModel, dataset) -> None:
+    """Raises ValueError when the dataset's channel count differs from the model's."""
+    if dataset.channels != model.config.channels:
+        raise ValueError(
+            f"dataset {dataset.name!r} has {dataset.channels} channels {tuple(dataset.channel_names)} but the "
+            f"model was trained on {model.config.channels}-channel data; evaluate it on data like its training "
+            f"data (see the run's config.json)")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Metrics
+# ----------------------------------------------------------------------------------------------------
+def score_samples(samples: EvalSamples, *, srgb: bool) -> dict:
+    """The metrics of the module docstring for every model in ``samples.generated``.
+
+    The residual metrics (``kld_noiseflow``, ``akld``) measure residuals from ``samples.reference`` =
+    clean + the dataset's fixed pattern (when the baselines use it), for the real data and every model
+    alike: Noise Flow's bins span only [-0.1, 0.1], and data that keep a black-level pedestal would
+    otherwise put every residual in the overflow bin. ``kld_srgb`` uses the clean image (sRGB data have
+    no fixed pattern).
+    """
+    n, t = samples.real.shape[:2]
+    ref = np.broadcast_to(samples.reference, samples.real.shape)
+    r = samples.residual(samples.real)
+    out = {"real": {"residual_mean": float(r.mean()), "residual_std": float(r.std())}}
+    for m, gen in samples.generated.items():
+        kld = metrics_lib.kld_starlight_per_burst(gen[0], samples.real)
+        res = {"kld_starlight_mean": kld.mean, "kld_starlight_sum": kld.sum}
+        if srgb:
+            res["kld_srgb"] = float(np.mean([metrics_lib.kld_srgb(samples.real[i], samples.clean[i], gen[0, i])
+                                             for i in range(n)]))
+        else:
+            res["kld_noiseflow"] = float(np.mean([
+                metrics_lib.kld_noiseflow(samples.real[i], ref[i], gen[0, i]) for i in range(n)]))
+        res["akld"] = float(np.mean([metrics_lib.akld(samples.real[i], ref[i], gen[:, i]) for i in range(n)]))
+        r = samples.residual(gen[0])
+        res["residual_mean"], res["residual_std"] = float(r.mean()), float(r.std())
+        res["n_bursts"], res["n_images"], res["n_samples"] = int(n), int(n * t), int(gen.shape[0])
+        out[m] = res
+    return out
+
+
+def nlf_curves(samples: EvalSamples, *, n_bins: int = 32) -> dict:
+    """Noise level functions (residual variance vs clean intensity, per channel) of the real data and
+    of sample 0 of every model: ``{"real": NoiseLevelFunction, "model": ..., ...}``."""
+    curves = {"real": _nlf(samples.real, samples, n_bins)}
+    for m, gen in samples.generated.items():
+        curves[m] = _nlf(gen[0], samples, n_bins)
+    return curves
+
+
+def _nlf(noisy, samples: EvalSamples, n_bins: int):
+    # Binned by the clean value; residuals from the reference (clean + fixed pattern), as in score_samples.
+    res = samples.residual(noisy)
+    return metrics_lib.noise_level_function(samples.clean + res, samples.clean, n_bins=n_bins)
+
+
+def _jsonable(x):
+    """NumPy / JAX values to JSON types (NaN and inf become None)."""
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, (jax.Array, np.ndarray)):
+        return _jsonable(np.asarray(x).tolist())
+    if isinstance(x, (bool, np.bool_)):
+        return bool(x)
+    if isinstance(x, (int, np.integer)):
+        return int(x)
+    if isinstance(x, (float, np.floating)):
+        return float(x) if math.isfinite(x) else None
+    return x
+
+
+def nlf_to_dict(curves: dict) -> dict:
+    """`nlf_curves` as JSON-ready lists (``[n_bins][C]``; empty bins are None)."""
+    return {k: {"mean_intensity": _jsonable(v.mean_intensity), "variance": _jsonable(v.variance),
+                "counts": _jsonable(v.counts)} for k, v in curves.items()}
+
+
+# ----------------------------------------------------------------------------------------------------
+# Physical parameters
+# ----------------------------------------------------------------------------------------------------
+def learned_parameters(model: NoiseModel) -> dict:
+    """The learned physical scalars in the units the formulas use (`starlight_jax.noise.scales`)."""
+    values = scales(model.params["noise"], model.config.noise)
+    return {k: _jsonable(np.asarray(v, np.float64)) for k, v in values.items()
+            if k not in ("fixed_pattern", "learned_fixed")}
+
+
+def _periodic_variance(p) -> np.ndarray:
+    # Physics periodic term p0 a + 2 p1 b cos - 2 p2 c sin: per-pixel variance p0^2 + 2 p1^2 + 2 p2^2.
+    p = np.asarray(p, np.float64)
+    return p[..., 0] ** 2 + 2 * p[..., 1] ** 2 + 2 * p[..., 2] ** 2
+
+
+def _entry(learned, truth, truth_key: str, meaning: str) -> dict:
+    learned = np.asarray(learned, np.float64)
+    truth = np.asarray(truth, np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = np.where(truth != 0, (learned - truth) / np.abs(truth), np.nan)
+    return {"learned": _jsonable(learned), "truth": _jsonable(truth), "truth_key": truth_key,
+            "relative_error": _jsonable(rel), "abs_error": _jsonable(learned - truth), "meaning": meaning}
+
+
+def physical_parameters(model: NoiseModel, truth: dict) -> dict:
+    """Learned physical parameters next to the synthetic dataset's ground truth.
+
+    Only ``compat="physics"`` parameters have the truth's meaning (variances in [0, 1] units); under
+    ``compat="starlight"`` the result says so and holds no comparison. Per parameter: ``learned`` (as
+    stored: one value for all channels), ``truth`` (per channel), ``truth_key`` (the ``dataset.truth`` entry
+    compared with), the signed ``relative_error`` = (learned - truth) / |truth| (None where the truth is 0)
+    and the ``abs_error``.
+
+    Which truth: ``read`` is compared with ``truth["read"]`` (the read variance alone) when the noiselist
+    has ``uniform`` (the model then has its own quantisation term), else with
+    ``truth["read_with_quantisation"]``. The extra entry ``variance_intercept`` is the model's whole
+    signal-independent per-pixel variance, read + q^2/12 + column^2 + column_t^2 + row^2 + periodic
+    variance (the terms the noiselist has), against ``truth["variance_law_b"]``: the intercept b of
+    Var[noisy - clean | x] = a x + b, the number a Poisson-Gaussian fit estimates.
+    """
+    cfg = model.config.noise
+    if cfg.starlight:
+        return {"note": "compat='starlight' parameters (std a*x + b, one-sided uniform, rectified periodic) do "
+                        "not share the ground truth's units; no comparison"}
+    s = {k: np.asarray(v, np.float64) for k, v in scales(model.params["noise"], cfg).items()}
+    out = {}
+    if "shot" in s:
+        out["shot"] = _entry(s["shot"], truth["shot"], "shot", "a: shot variance per unit signal")
+    if "read" in s:
+        key = "read" if cfg.uniform else "read_with_quantisation"
+        out["read"] = _entry(s["read"], truth[key], key, "b: read-noise variance")
+    if "uniform" in s:
+        out["uniform"] = _entry(s["uniform"], truth["uniform"], "uniform", "q: quantisation step")
+    for name, meaning in (("column", "std of per-column offsets, new per frame"),
+                          ("column_t", "std of per-column offsets, constant over a burst"),
+                          ("row", "std of per-row offsets, new per frame")):
+        if name in s and name in truth:
+            out[name] = _entry(s[name], truth[name], name, meaning)
+    if "periodic" in s and "periodic_p" in truth:
+        out["periodic"] = _entry(np.broadcast_to(s["periodic"], np.shape(truth["periodic_p"])),
+                                 truth["periodic_p"], "periodic_p", "(p0, p1, p2) of the period-4 pattern")
+    if "read" in s or "shot" in s:
+        b = s.get("read", 0.0) + (s["uniform"] ** 2 / 12 if "uniform" in s else 0.0)
+        for name in ("column", "column_t", "row"):
+            b = b + s.get(name, 0.0) ** 2
+        if "periodic" in s:
+            b = b + _periodic_variance(s["periodic"])
+        out["variance_intercept"] = _entry(b, truth["variance_law_b"], "variance_law_b",
+                                           "b of Var = a x + b: every signal-independent variance term")
+    return out
+
+
+def baseline_parameters(baselines: Baselines, truth: Optional[dict] = None) -> dict:
+    """The fitted baselines' parameters, and for the synthetic data the truth they estimate."""
+    out = {"fixed_pattern_subtracted": baselines.fixed_pattern, "n_train_bursts": baselines.n_bursts,
+           "gaussian": baselines.gaussian.to_dict(), "poisson_gaussian": baselines.poisson_gaussian.to_dict()}
+    if truth is not None:
+        out["poisson_gaussian"]["truth"] = {"a": _jsonable(truth["shot"]), "a_key": "shot",
+                                            "b": _jsonable(truth["variance_law_b"]), "b_key": "variance_law_b"}
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# Everything together
+# ----------------------------------------------------------------------------------------------------
+def evaluate_model(model: NoiseModel, dataset, *, crop_size: int, frames: int, seed: int = 0,
+                   max_bursts: Optional[int] = None, n_samples: int = 4, baselines: Optional[Baselines] = None,
+                   subtract_fixed_pattern: bool = True, max_train_bursts: Optional[int] = None,
+                   return_samples: bool = False):
+    """Scores the learned model and the two baselines on the test split.
+
+    Args:
+      model: the learned `NoiseModel` (e.g. from `checkpoint.load_noise_model`).
+      dataset: a `BurstDataset` with the model's channel count.
+      crop_size: test crop side (a multiple of 64; use the training crop).
+      frames: frames per test burst.
+      seed: seed of the sample keys and of the train loader the baselines are fitted on.
+      max_bursts: score only the first N test bursts.
+      n_samples: samples per burst and model for AKLD (L).
+      baselines: already fitted `Baselines`; default: fitted here on the train split.
+      subtract_fixed_pattern: see the module note (used only when fitting here).
+      max_train_bursts: fit the baselines on the first N train bursts only.
+      return_samples: also return the `EvalSamples` (for plots).
+
+    Returns:
+      A JSON-ready dict: ``"model"``, ``"gaussian"``, ``"poisson_gaussian"`` (each the metrics of the
+      module docstring), ``"real"`` (residual mean and std of the real data), ``"baselines"`` (fitted
+      parameters), ``"learned_parameters"``,
+      ``"noise_level_function"`` (per model, for plots), ``"setup"``, ``"notes"`` and, when the dataset
+      has a ground truth (synthetic), ``"physical_parameters"`` (see `physical_parameters`). With
+      ``return_samples``, ``(result, samples)``.
+
+    Raises:
+      ValueError: channel mismatch between model and dataset, an empty split or bad options.
+    """
+    check_channels(model, dataset)
+    if baselines is None:
+        baselines = fit_baselines(dataset, crop_size=crop_size, frames=frames, seed=seed,
+                                  max_bursts=max_train_bursts, subtract_fixed_pattern=subtract_fixed_pattern)
+    split = "test" if len(dataset.test) else "train"
+    samples = draw_samples(model, dataset, baselines, crop_size=crop_size, frames=frames, seed=seed,
+                           max_bursts=max_bursts, n_samples=n_samples, split=split)
+    srgb = is_srgb(dataset)
+    result = score_samples(samples, srgb=srgb)
+    result["baselines"] = baseline_parameters(baselines, dataset.truth)
+    result["learned_parameters"] = learned_parameters(model)
+    if dataset.truth is not None:
+        result["physical_parameters"] = physical_parameters(model, dataset.truth)
+    result["noise_level_function"] = nlf_to_dict(nlf_curves(samples))
+    result["setup"] = {"dataset": dataset.name, "split": split, "bursts": list(samples.names),
+                       "crop_size": int(crop_size), "frames": int(frames), "seed": int(seed),
+                       "n_samples": int(n_samples), "residual_kld": "kld_srgb" if srgb else "kld_noiseflow",
+                       "noiselist": model.config.noise.noiselist, "compat": model.config.noise.compat,
+                       "network": model.config.network}
+    result["notes"] = _notes(model, dataset, baselines, samples, split)
+    if any(result[m].get("kld_noiseflow", 1.0) <= 0 for m in MODELS):
+        result["notes"].append(
+            "a kld_noiseflow <= 0: the metric (as Noise Flow's) keeps only bins that both histograms populate, "
+            "so residuals that miss the real ones score near 0 or below; check residual_mean/std and the "
+            "histograms")
+    return (result, samples) if return_samples else result
+
+
+def _notes(model, dataset, baselines, samples, split) -> list[str]:
+    notes = []
+    if split != "test":
+        notes.append(f"dataset {dataset.name!r} has no test split: scored on the train split")
+    if dataset.fixed_pattern is not None and not _uses_offset(model):
+        fp = np.asarray(dataset.fixed_pattern, np.float64)
+        notes.append(
+            f"the data carry an additive fixed pattern (mean {fp.mean():.4g}, column/channel spread "
+            f"{fp.std():.3g} in [0, 1] units) that this model's noiselist ({model.config.noise.noiselist}) "
+            f"cannot produce (no fixed1)" + ("; the baselines add the dataset's pattern" if baselines.fixed_pattern
+                                             else ""))
+    return notes
+
+
+# ----------------------------------------------------------------------------------------------------
+# Text output
+# ----------------------------------------------------------------------------------------------------
+def _fmt(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, (list, tuple)):
+        if len(v) > 1 and all(isinstance(r, (list, tuple)) and list(r) == list(v[0]) for r in v):
+            return _fmt(v[0])  # the same row for every channel
+        flat = np.asarray(v, dtype=object).ravel()
+        if all(x is None for x in flat):
+            return "-"
+        if all(x is not None for x in flat) and np.allclose(np.asarray(flat, float), float(flat[0]), rtol=1e-6):
+            return _fmt(float(flat[0]))
+        return "[" + ", ".join(_fmt(x) for x in flat) + "]"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def format_table(header: list[str], rows: list[list]) -> str:
+    """A plain-text table with aligned columns (a markdown pipe table)."""
+    cells = [[str(h) for h in header]] + [[_fmt(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    line = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
+    return "\n".join([line(cells[0]), "|" + "|".join("-" * (w + 2) for w in widths) + "|",
+                      *[line(r) for r in cells[1:]]])
+
+
+def metrics_table(result: dict) -> str:
+    """The metrics of `evaluate_model` as a table: one row per model."""
+    kld = result["setup"]["residual_kld"]
+    header = ["", "KLD starlight (mean)", "KLD starlight (sum)", kld.replace("kld_", "KLD "), "AKLD",
+              "residual mean", "residual std", "n_images"]
+    rows = [[LABELS[m], result[m]["kld_starlight_mean"], result[m]["kld_starlight_sum"], result[m][kld],
+             result[m]["akld"], result[m]["residual_mean"], result[m]["residual_std"], result[m]["n_images"]]
+            for m in MODELS]
+    rows.append(["(real data)", None, None, None, None, result["real"]["residual_mean"],
+                 result["real"]["residual_std"], None])
+    return format_table(header, rows)
+
+
+def parameter_rows(result: dict) -> tuple[list[str], list[list]]:
+    """Header and rows of the parameter table: learned (and fitted baseline) values, truth when known."""
+    header = ["parameter", "learned", "truth", "truth key", "rel. error"]
+    rows = []
+    phys = result.get("physical_parameters")
+    if phys and "note" not in phys:
+        for name, e in phys.items():
+            rows.append([name, e["learned"], e["truth"], e["truth_key"], e["relative_error"]])
+    else:
+        for name, v in result["learned_parameters"].items():
+            rows.append([name, v, None, None, None])
+    base = result["baselines"]
+    pg_truth = base["poisson_gaussian"].get("truth", {})
+    rows.append(["Gaussian sigma (fit)", base["gaussian"]["sigma"], None, None, None])
+    for p in ("a", "b"):
+        t = pg_truth.get(p)
+        rel = None
+        if t is not None:
+            rel = [(x - y) / abs(y) if y else None for x, y in zip(base["poisson_gaussian"][p], t)]
+        rows.append([f"Poisson-Gaussian {p} (fit)", base["poisson_gaussian"][p], t, pg_truth.get(f"{p}_key"), rel])
+    return header, rows
+
+
+def parameter_table(result: dict) -> str:
+    """`parameter_rows` as a text table."""
+    return format_table(*parameter_rows(result))
+
+
+def to_json(result: dict) -> dict:
+    """``result`` with every value JSON-serialisable."""
+    return _jsonable(result)
+
+
+__all__ = ["evaluate_model", "fit_baselines", "Baselines", "draw_samples", "EvalSamples", "score_samples",
+           "nlf_curves", "physical_parameters", "learned_parameters", "baseline_parameters", "load_batches",
+           "is_srgb", "check_channels", "metrics_table", "parameter_table", "parameter_rows", "format_table",
+           "to_json", "run_dataset", "max_frames", "MODELS", "LABELS"]

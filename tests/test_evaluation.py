@@ -1,0 +1,192 @@
+"""Tests for starlight_jax.evaluation, starlight_jax.plots and the experiments/evaluate.py and sample.py CLIs.
+
+Everything runs on a tiny synthetic dataset (64x64 frames, one burst per scene: 9 train and 2 test bursts)
+and a run folder holding the *initial* ``shot_read_uniform`` generator, written without training (a
+training step's compile costs ~40 s on a loaded 2-core CPU; the loader code is the same either way).
+"""
+
+import importlib.util
+import json
+import math
+import pathlib
+
+import jax
+import numpy as np
+import pytest
+
+from starlight_jax import evaluation, plots, train_loop, training
+from starlight_jax.checkpoint import load_noise_model
+from starlight_jax.data import SensorModel, load_dataset
+from starlight_jax.generator import GeneratorConfig, init_generator
+from starlight_jax.noiselist import parse_noiselist
+
+pytestmark = pytest.mark.usefixtures("fast_compiles")
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+OPTIONS = (("frame_size", (64, 64)), ("bursts_per_scene", 1))
+CFG = training.TrainConfig(noiselist="shot_read_uniform", network="noUnet", frames=2, crop_size=64)
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    return load_dataset("synthetic", **dict(OPTIONS))
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A run folder as experiments/train.py writes it, holding the step-0 state."""
+    workdir = tmp_path_factory.mktemp("runs") / "tiny"
+    run = train_loop.RunConfig(workdir=str(workdir), dataset="synthetic", dataset_options=OPTIONS, steps=0,
+                               progress=False)
+    state = training.create_train_state(jax.random.key(0), CFG)
+    train_loop._save_config(workdir, CFG, run)
+    latest, _ = train_loop.checkpoint_managers(workdir, keep=1)
+    train_loop._save(latest, 0, state, {"epoch": 0, "index": 0, "seed": 0})
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def model(run_dir):
+    return load_noise_model(run_dir)[0]
+
+
+def _cli(name):
+    spec = importlib.util.spec_from_file_location(f"starlight_{name}_cli", REPO / "experiments" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _finite(x):
+    return all(_finite(v) for v in x) if isinstance(x, list) else x is not None and math.isfinite(x)
+
+
+# ------------------------------------------------------------------------------------------------------
+# evaluate_model
+# ------------------------------------------------------------------------------------------------------
+def test_evaluate_model_keys_and_values(model, dataset):
+    result = evaluation.evaluate_model(model, dataset, crop_size=64, frames=2, max_bursts=2, n_samples=2)
+    for name in evaluation.MODELS:
+        m = result[name]
+        for key in ("kld_starlight_mean", "kld_starlight_sum", "kld_noiseflow", "akld"):
+            assert math.isfinite(m[key]), (name, key, m[key])
+        assert "kld_srgb" not in m  # raw data
+        assert m["n_bursts"] == 2 and m["n_images"] == 2 * 2 and m["n_samples"] == 2
+        assert m["kld_starlight_sum"] == pytest.approx(2 * m["kld_starlight_mean"])
+        assert m["akld"] >= 0
+    phys = result["physical_parameters"]
+    assert set(phys) == {"shot", "read", "uniform", "variance_intercept"}
+    assert phys["read"]["truth_key"] == "read"  # the model has its own quantisation term
+    assert phys["variance_intercept"]["truth_key"] == "variance_law_b"
+    for entry in phys.values():
+        assert _finite(entry["learned"]) and _finite(entry["truth"]) and _finite(entry["relative_error"])
+    # The untrained model holds the physics init values; relative error is (learned - truth) / truth.
+    assert phys["shot"]["learned"] == pytest.approx(1e-3, rel=1e-5)
+    want = (1e-3 - dataset.truth["shot"][0]) / dataset.truth["shot"][0]
+    assert phys["shot"]["relative_error"][0] == pytest.approx(want, rel=1e-5)
+    assert result["setup"]["residual_kld"] == "kld_noiseflow" and len(result["setup"]["bursts"]) == 2
+    assert any("fixed1" in note for note in result["notes"])  # the data's pedestal, the model lacks it
+    nlf = result["noise_level_function"]
+    assert set(nlf) == {"real", *evaluation.MODELS} and len(nlf["real"]["variance"]) == 32
+    json.dumps(evaluation.to_json(result), allow_nan=False)  # JSON-ready as it is
+    text = evaluation.metrics_table(result)
+    assert all(label in text for label in ("learned model", "Gaussian", "Poisson-Gaussian"))
+
+
+def test_baselines_match_the_synthetic_truth():
+    """Fitted on 9 bursts x 2 frames x 64 x 64 = 73,728 pixels per channel, with the fixed pattern removed.
+
+    The sensor keeps a 32-DN black pedestal (8.6 read-noise std), so almost no noisy value is clipped at 0
+    and the truth is exactly the law the fits assume. Truth: a = ``shot``, b = ``variance_law_b`` (every
+    signal-independent variance term), and for the Gaussian sigma_c^2 = a mean(x_c) + b over the same
+    pixels. Tolerances are ~4 standard errors, measured as the spread of the fits over 8 dataset seeds:
+    a 1.2-2.5 % (R and B cover a narrower intensity range), b 0.8-1.9 %, sigma 0.2-0.35 %
+    (sqrt(2 / N) / 2 = 0.26 % for Gaussian noise).
+    """
+    dataset = load_dataset("synthetic", **dict(OPTIONS), sensor=SensorModel(pedestal_dn=32.0))
+    base = evaluation.fit_baselines(dataset, crop_size=64, frames=2)
+    assert base.fixed_pattern and base.n_bursts == 9
+    truth = dataset.truth
+    np.testing.assert_allclose(np.asarray(base.poisson_gaussian.a), truth["shot"], rtol=0.10)
+    np.testing.assert_allclose(np.asarray(base.poisson_gaussian.b), truth["variance_law_b"], rtol=0.08)
+    batches = evaluation.load_batches(dataset, "train", crop_size=64, frames=2)
+    mean_x = np.concatenate([b["clean"] for b in batches]).reshape(-1, 4).mean(0)
+    sigma = np.sqrt(truth["shot"] * mean_x + truth["variance_law_b"])
+    np.testing.assert_allclose(np.asarray(base.gaussian.sigma), sigma, rtol=0.015)
+
+
+def test_channel_mismatch_raises(dataset):
+    three = init_generator(jax.random.key(0), GeneratorConfig(noise=parse_noiselist("shot_read", channels=3)))
+    with pytest.raises(ValueError, match="4 channels .* 3-channel"):
+        evaluation.evaluate_model(three, dataset, crop_size=64, frames=2)
+
+
+def test_read_is_compared_with_quantisation_folded_in_without_uniform(dataset):
+    m = init_generator(jax.random.key(0), GeneratorConfig(noise=parse_noiselist("shot_read_row")))
+    phys = evaluation.physical_parameters(m, dataset.truth)
+    assert phys["read"]["truth_key"] == "read_with_quantisation"
+    assert phys["row"]["truth_key"] == "row"
+    # intercept = read + row^2 (no uniform)
+    assert phys["variance_intercept"]["learned"] == pytest.approx(1e-5 + 1e-6, rel=1e-5)
+
+
+def test_display_channels():
+    assert plots.display_channels(("R", "G1", "G2", "B")) == [0, 1, 3]
+    assert plots.display_channels(("R", "G", "B", "NIR")) == [0, 1, 2]
+    assert plots.display_channels(("R", "G", "B")) == [0, 1, 2]
+    assert plots.display_channels(("Y",)) == [0]
+
+
+# ------------------------------------------------------------------------------------------------------
+# CLIs
+# ------------------------------------------------------------------------------------------------------
+def test_sample_cli_writes_the_figures(run_dir, tmp_path, capsys):
+    out = tmp_path / "figs"
+    _cli("sample").main(["--checkpoint", str(run_dir), "--out", str(out), "--max_bursts", "1"])
+    from PIL import Image
+
+    for name in ("images", "components", "histograms", "nlf", "power_spectra", "parameters"):
+        path = out / f"{name}.png"
+        assert path.read_bytes()[:8] == PNG_SIGNATURE, name
+        assert path.stat().st_size > 10_000, name
+        with Image.open(path) as im:
+            assert min(im.size) > 200, (name, im.size)
+    assert "| shot" in (out / "parameters.md").read_text()
+    assert str(out / "images.png") in capsys.readouterr().out  # says where it wrote them
+
+
+def test_sample_cli_input_with_the_wrong_channel_count_explains(run_dir, tmp_path, capsys):
+    from PIL import Image
+
+    png = tmp_path / "photo.png"
+    Image.fromarray(np.full((32, 32, 3), 128, np.uint8)).save(png)
+    with pytest.raises(SystemExit) as exit_info:
+        _cli("sample").main(["--checkpoint", str(run_dir), "--input", str(png), "--out", str(tmp_path)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "3 channel(s)" in err and "expects 4" in err and "--pack_rggb" in err
+    assert not (tmp_path / "photo_noisy.png").exists()
+    # With the mosaic it works: a 32x32 RGB image becomes a 16x16 packed RGGB frame.
+    _cli("sample").main(["--checkpoint", str(run_dir), "--input", str(png), "--out", str(tmp_path), "--pack_rggb"])
+    assert (tmp_path / "photo_noisy.png").read_bytes()[:8] == PNG_SIGNATURE
+    assert np.load(tmp_path / "photo_noisy.npy").shape == (16, 16, 4)
+
+
+def test_evaluate_cli_writes_json(run_dir, tmp_path, capsys):
+    out = tmp_path / "eval.json"
+    _cli("evaluate").main(["--checkpoint", str(run_dir), "--json", str(out), "--max_bursts", "1", "--samples", "1",
+                           "--max_train_bursts", "3"])
+    data = json.loads(out.read_text())
+    assert {"model", "gaussian", "poisson_gaussian", "physical_parameters", "baselines", "setup"} <= set(data)
+    assert data["model"]["n_images"] == 2 and data["setup"]["crop_size"] == 64  # defaults from config.json
+    assert data["checkpoint"]["step"] == 0
+    printed = capsys.readouterr().out
+    assert "Poisson-Gaussian" in printed and "KLD starlight (mean)" in printed
+
+
+def test_evaluate_cli_missing_checkpoint(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        _cli("evaluate").main(["--checkpoint", str(tmp_path / "nope")])
+    assert exit_info.value.code == 2
+    assert "not a run folder" in capsys.readouterr().err
