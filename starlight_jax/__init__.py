@@ -11,6 +11,7 @@ from starlight_jax.generator import (GeneratorConfig, NoiseModel, generate, init
                                      synthesize)
 from starlight_jax.noise import add_noise, sample_components, scales
 from starlight_jax.noiselist import DEFAULT_NOISELIST, NoiseConfig, parse_noiselist
+from starlight_jax.torch_import import load_torch_checkpoint, load_torch_discriminator
 
 
 def init_params(noiselist=DEFAULT_NOISELIST, compat: str = "physics", channels: int = 4, **kwargs):
@@ -27,5 +28,6 @@ def init_params(noiselist=DEFAULT_NOISELIST, compat: str = "physics", channels: 
 
 
 __all__ = ["synthesize", "parse_noiselist", "NoiseConfig", "init_params", "sample_components", "add_noise",
-           "scales", "GeneratorConfig", "NoiseModel", "init_generator", "generate", "DEFAULT_NOISELIST"]
+           "scales", "GeneratorConfig", "NoiseModel", "init_generator", "generate", "DEFAULT_NOISELIST",
+           "load_torch_checkpoint", "load_torch_discriminator"]
 __version__ = "0.1.0"
