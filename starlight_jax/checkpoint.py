@@ -99,3 +99,54 @@ def _check_same_tree(expected, got, run_dir, step):
     if missing or unexpected or shapes:
         raise ValueError(f"checkpoint {run_dir} step {step} does not match its config.json (different noiselist "
                          f"or U-Net options?): missing {missing}, unexpected {unexpected}, shape mismatch {shapes}")
+
+
+# ------------------------------------------------------------------------------------------------------
+# Slim generator files: what `synthesize` ships with (no critic, no optimiser state)
+# ------------------------------------------------------------------------------------------------------
+def save_generator(model: NoiseModel, folder, info: dict | None = None) -> pathlib.Path:
+    """Writes ``generator.npz`` (params, flattened by key path) and ``generator.json`` (config + ``info``)."""
+    import dataclasses
+    import json
+
+    import numpy as np
+
+    folder = pathlib.Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    flat = {jax.tree_util.keystr(p): np.asarray(x) for p, x in jax.tree_util.tree_flatten_with_path(model.params)[0]}
+    np.savez_compressed(folder / "generator.npz", **flat)
+    config = dataclasses.asdict(model.config)
+    (folder / "generator.json").write_text(json.dumps({"config": config, "info": info or {}}, indent=2,
+                                                      default=list))
+    return folder
+
+
+def load_generator(folder) -> NoiseModel:
+    """Reads a folder written by `save_generator`."""
+    import json
+
+    import numpy as np
+
+    from starlight_jax.generator import GeneratorConfig
+    from starlight_jax.noiselist import NoiseConfig
+
+    folder = pathlib.Path(folder)
+    if not (folder / "generator.json").is_file() or not (folder / "generator.npz").is_file():
+        raise FileNotFoundError(f"{folder} holds no generator.json + generator.npz (see save_generator)")
+    config = json.loads((folder / "generator.json").read_text())["config"]
+    noise = config.pop("noise")
+    noise["fixed_shape"] = tuple(noise["fixed_shape"])
+    if config.get("unet_widths") is not None:
+        config["unet_widths"] = tuple(config["unet_widths"])
+    gen_cfg = GeneratorConfig(noise=NoiseConfig(**noise), **config)
+    template = jax.eval_shape(lambda: init_generator(jax.random.key(0), gen_cfg).params)
+    with np.load(folder / "generator.npz") as data:
+        stored = dict(data)
+    paths, treedef = jax.tree_util.tree_flatten_with_path(template)
+    names = [jax.tree_util.keystr(p) for p, _ in paths]
+    missing, unexpected = sorted(set(names) - set(stored)), sorted(set(stored) - set(names))
+    if missing or unexpected:
+        raise ValueError(f"{folder / 'generator.npz'} does not match {folder / 'generator.json'}: missing "
+                         f"{missing}, unexpected {unexpected}")
+    params = jax.tree_util.tree_unflatten(treedef, [jnp.asarray(stored[n]) for n in names])
+    return NoiseModel(params=params, config=gen_cfg)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import pathlib
 from typing import Any, Optional
 
 import jax
@@ -122,12 +123,23 @@ def generate(params, key, clean, config: GeneratorConfig, *, train: bool = False
     return jnp.clip(y, 0.0, 1.0)
 
 
-@functools.lru_cache(maxsize=8)
-def default_model(noiselist: str = DEFAULT_NOISELIST, compat: str = "physics", channels: int = 4) -> NoiseModel:
-    """The model `synthesize` uses when no params are given: the noiselist's initial physical values.
+# The trained default that `synthesize(key, clean)` uses (README: how it was produced).
+DEFAULT_MODEL_DIR = pathlib.Path(__file__).resolve().parents[1] / "checkpoints" / "default"
 
-    (When a trained default checkpoint ships in ``checkpoints/default``, it takes this role.)
+
+@functools.lru_cache(maxsize=8)
+def default_model(noiselist: Optional[str] = None, compat: str = "physics", channels: int = 4) -> NoiseModel:
+    """The model `synthesize` uses when no params are given.
+
+    With no noiselist: the trained default in ``checkpoints/default`` (4 channels, physics) when present,
+    else the initial values of the default noiselist. With a noiselist: that noiselist's initial values.
     """
+    if noiselist is None:
+        if compat == "physics" and channels == 4 and (DEFAULT_MODEL_DIR / "generator.json").is_file():
+            from starlight_jax.checkpoint import load_generator
+
+            return load_generator(DEFAULT_MODEL_DIR)
+        noiselist = DEFAULT_NOISELIST
     config = GeneratorConfig(noise=parse_noiselist(noiselist, compat=compat, channels=channels))
     return init_generator(jax.random.key(0), config)
 
@@ -144,13 +156,13 @@ def _resolve(params, noiselist, compat, channels) -> NoiseModel:
             raise ValueError("noiselist/compat must not be given together with a NoiseModel: the model "
                              "carries its own config")
         return params
-    noiselist = DEFAULT_NOISELIST if noiselist is None else noiselist
     compat = "physics" if compat is None else compat
     if params is None:
         if isinstance(noiselist, NoiseConfig):
             return NoiseModel(params={"noise": noise_lib.init_params(noiselist)},
                               config=GeneratorConfig(noise=noiselist))
         return default_model(noiselist, compat, channels)
+    noiselist = DEFAULT_NOISELIST if noiselist is None else noiselist
     config = GeneratorConfig(noise=parse_noiselist(noiselist, compat=compat, channels=channels))
     return NoiseModel(params={"noise": params}, config=config)
 
@@ -164,7 +176,8 @@ def synthesize(key, clean, params=None, *, noiselist=None, compat: Optional[str]
     Args:
       key: a PRNG key (`jax.random.key`); the same key gives the same noise.
       clean: ``[..., H, W, C]`` float images in [0, 1]; for a burst ``[..., T, H, W, C]``.
-      params: ``None`` (the default model of ``noiselist``), a dict of noise parameters
+      params: ``None`` (without ``noiselist``: the trained default model in ``checkpoints/default``;
+        with one: its initial values), a dict of noise parameters
         (`starlight_jax.init_params`), or a full `NoiseModel` (config + params, U-Net included).
       noiselist: a `--noiselist` string or `NoiseConfig` (default
         ``shot_read_uniform_row1_rowt_fixed1_periodic``); not with a `NoiseModel`.
