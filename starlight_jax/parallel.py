@@ -41,8 +41,10 @@ class DataParallel:
 
     def put_state(self, state):
         if self.mode == "pmap":
-            return jax.tree_util.tree_map(lambda x: np.broadcast_to(np.asarray(x), (self.n, *np.shape(x))),
-                                          jax.device_get(state))
+            # On the devices, as the step returns it: a host (numpy) state recompiles the step at its 2nd call.
+            stacked = jax.tree_util.tree_map(lambda x: np.broadcast_to(np.asarray(x), (self.n, *np.shape(x))),
+                                             jax.device_get(state))
+            return jax.device_put(stacked, self.data_sharding)
         return jax.device_put(state, self.replicated)
 
     def get_state(self, state):
@@ -58,16 +60,17 @@ class DataParallel:
             return {k: np.reshape(v, (self.n, v.shape[0] // self.n, *v.shape[1:])) for k, v in batch.items()}
         return jax.device_put(batch, self.data_sharding)
 
-    def step(self, fn: Callable, replicated_args: int = 0) -> Callable:
-        """Compiles ``fn(state, batch, *extra, axis_name=None)``; the state argument is donated.
+    def step(self, fn: Callable, replicated_args: int = 0, donate: bool = True) -> Callable:
+        """Compiles ``fn(state, batch, *extra, axis_name=None)``; the state argument is donated (``donate``).
 
         ``replicated_args`` trailing arguments (e.g. frozen LPIPS weights) are the same on every device.
         """
+        donate_argnums = (0,) if donate else ()
         if self.mode == "pmap":
             in_axes = (0, 0) + (None,) * replicated_args
-            return jax.pmap(functools.partial(fn, axis_name="data"), axis_name="data", donate_argnums=(0,),
+            return jax.pmap(functools.partial(fn, axis_name="data"), axis_name="data", donate_argnums=donate_argnums,
                             in_axes=in_axes, devices=self.devices)
-        return jax.jit(fn, donate_argnums=(0,))
+        return jax.jit(fn, donate_argnums=donate_argnums)
 
     def metrics(self, metrics):
         """Host floats from the step's metrics (identical on every device under pmap)."""

@@ -102,9 +102,14 @@ def restore_state(workdir, template: training.TrainState, which: str = "latest",
     return restored.state, restored.loader, step
 
 
+@functools.lru_cache(maxsize=4)
+def _compiled_eval_step(cfg: training.TrainConfig):
+    return jax.jit(functools.partial(training.eval_step, cfg))  # one compilation per config, not per eval
+
+
 def evaluate(cfg: training.TrainConfig, g_params, test_batches, fixed_key) -> dict:
     """Mean and summed test KLD (SPEC §6.1, image domain, 64×64 patches) over the test bursts."""
-    generate = jax.jit(functools.partial(training.eval_step, cfg))
+    generate = _compiled_eval_step(cfg)
     gen, real = [], []
     for i, batch in enumerate(test_batches):
         gen.append(np.asarray(generate(g_params, jax.random.fold_in(fixed_key, i), batch)))
@@ -157,7 +162,8 @@ def train_and_evaluate(cfg: training.TrainConfig, run: RunConfig, *, resume: boo
     test_batches = [test_loader.batch_at(0, i) for i in range(min(run.test_bursts, test_loader.batches_per_epoch))]
     test_loader.close()
 
-    d_step = dp.step(functools.partial(training.d_step, cfg))
+    # Not donated: after a non-finite loss the state before the step must still exist to be checkpointed.
+    d_step = dp.step(functools.partial(training.d_step, cfg), donate=False)
     lpips_params = None
     if cfg.generator_loss != "none":
         from starlight_jax.perceptual import load_perceptual
@@ -180,17 +186,16 @@ def train_and_evaluate(cfg: training.TrainConfig, run: RunConfig, *, resume: boo
 
     old_handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     step = int(dp.get_state(state).step)
-    last = {"step": step}
+    last = {"step": step, "position": loader.position}  # position: the loader's, matching `state`
     history = {}
     bar = tqdm(total=total, initial=step, disable=not run.progress, desc="train", unit="step", dynamic_ncols=True)
 
     def checkpoint(state, tag_metrics=None):
         host = dp.get_state(state)
-        _save(latest, int(host.step), host, {"epoch": loader.position[0], "index": loader.position[1],
-                                              "seed": cfg.seed})
+        position = {"epoch": last["position"][0], "index": last["position"][1], "seed": cfg.seed}
+        _save(latest, int(host.step), host, position)
         if tag_metrics is not None:
-            _save(best, int(host.step), host, {"epoch": loader.position[0], "index": loader.position[1],
-                                               "seed": cfg.seed}, metrics=tag_metrics)
+            _save(best, int(host.step), host, position, metrics=tag_metrics)
 
     try:
         while step < total and stop["signal"] is None:
@@ -204,7 +209,7 @@ def train_and_evaluate(cfg: training.TrainConfig, run: RunConfig, *, resume: boo
             if bad:
                 raise NonFiniteLoss(f"non-finite {bad} at step {step}: {out}; the last good checkpoint is kept "
                                     f"in {workdir / 'latest'}")
-            state, step = new_state, step + 1
+            state, step, last["position"] = new_state, step + 1, loader.position
             history.update(out)
             bar.update(1)
             if step % run.log_every == 0 or step == total:

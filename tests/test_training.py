@@ -1,0 +1,354 @@
+"""Tests for the WGAN-GP steps (starlight_jax.training), data parallelism, the training loop and its CLI.
+
+Shapes are the smallest the fixed-size critic allows: 64×64 crops, one or two frames, so one or two
+64×64 patches per burst, and the ``noUnet`` generator. Unlike other modules these tests keep XLA's
+optimisations on (no ``fast_compiles``): the critic step runs ~7x slower without them, which costs more
+than the compiles save. Compiling the critic's steps is most of the time, so tests share them (fixtures
+``shared_step_compiles`` and ``one_device``).
+"""
+
+import contextlib
+import dataclasses
+import functools
+import importlib.util
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from starlight_jax import train_loop, training
+from starlight_jax.data.pipeline import BurstLoader
+from starlight_jax.models.discriminator import apply_discriminator
+from starlight_jax.parallel import DataParallel
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+# Physical shot+read noise, Fourier critic input, 2 frames (2 patches per burst): the steps of the toy and
+# reference tests and of the training-loop tests, which thus share one compiled d_step.
+CFG = training.TrainConfig(noiselist="shot_read", network="noUnet", frames=2, crop_size=64, n_critic=2)
+# The parallel test: a global batch of 4 one-frame bursts.
+PAR_CFG = dataclasses.replace(CFG, frames=1)
+GLOBAL_BATCH = 4
+K = 2  # training-loop steps per half run; CFG.n_critic = 2 puts a generator step in each half
+
+
+def _toy_batch(b, t, seed):
+    """A separable toy: real bursts bright (~0.8), clean input (hence the generator's fakes) dark (~0.1)."""
+    rng = np.random.default_rng(seed)
+    clean = rng.uniform(0.05, 0.15, (b, t, 64, 64, 4)).astype(np.float32)
+    noisy = (0.8 + 0.02 * rng.standard_normal((b, t, 64, 64, 4))).astype(np.float32)
+    return {"clean": clean, "noisy": noisy, "offset": np.zeros((b, 2), np.int32)}
+
+
+def _tree_equal(a, b):
+    leaves_a, tree_a = jax.tree_util.tree_flatten(jax.device_get(a))
+    leaves_b, tree_b = jax.tree_util.tree_flatten(jax.device_get(b))
+    assert tree_a == tree_b
+    for x, y in zip(leaves_a, leaves_b):
+        np.testing.assert_array_equal(x, y)
+
+
+@contextlib.contextmanager
+def _count_compiles():
+    """Counts XLA compilations in the block: ``with _count_compiles() as n: ...; n[0]``."""
+    count = [0]
+
+    def listener(event, duration, **kwargs):
+        count[0] += event == "/jax/core/compile/backend_compile_duration"
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        yield count
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def shared_step_compiles():
+    """`DataParallel.step` (so each `train_and_evaluate` call) jits anew; let calls with the same step
+    function, config, devices and options reuse one compiled program. Only compile time is saved: the
+    program is the same."""
+    cache, original = {}, DataParallel.step
+
+    def step(self, fn, *args, **kwargs):
+        if not isinstance(fn, functools.partial):
+            return original(self, fn, *args, **kwargs)
+        key = (self.mode, tuple(self.devices), fn.func, fn.args, tuple(sorted(fn.keywords.items())), args,
+               tuple(sorted(kwargs.items())))
+        if key not in cache:
+            cache[key] = original(self, fn, *args, **kwargs)
+        return cache[key]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(DataParallel, "step", step)
+        yield
+
+
+@pytest.fixture(scope="module")
+def initial_state():
+    """``create_train_state(key(0), CFG)`` on the host (numpy), so each placement makes its own copy. It is
+    also PAR_CFG's (frames play no part in it) and the state a run with seed 0 starts from."""
+    return jax.device_get(training.create_train_state(jax.random.key(CFG.seed), CFG))
+
+
+@pytest.fixture(scope="module")
+def one_device():
+    return DataParallel("shard", jax.local_devices()[:1])
+
+
+# ------------------------------------------------------------------------------------------------------
+# Loss values against hand-computed references
+# ------------------------------------------------------------------------------------------------------
+def test_d_step_matches_hand_computed_loss_with_linear_critic(monkeypatch):
+    """D(x) = <x, w> per patch and a noise-free generator: every term of the critic loss is closed-form."""
+    def linear_critic(params, sn_state, x, *, update_stats, sigmoid=False):
+        return jnp.sum(x * params["w"], axis=(1, 2, 3)), sn_state
+
+    monkeypatch.setattr(training, "apply_discriminator", linear_critic)
+    # compat="starlight" stores the noise scales as used, so shot = read = 0 makes the fakes the clean input.
+    cfg = training.TrainConfig(noiselist="shot_read", compat="starlight", network="noUnet",
+                               discriminator_loss="real", frames=1, crop_size=64, lambda_gp=10.0)
+    rng = np.random.default_rng(1)
+    w = rng.uniform(0.5, 1.5, (64, 64, 4))
+    w = (1.7 * w / np.linalg.norm(w)).astype(np.float32)  # ||w|| = 1.7: GP = 0.7² per patch
+    state = training.TrainState(
+        step=jnp.zeros((), jnp.int32), key=jax.random.key_data(jax.random.key(0)),
+        g_params={"noise": {"shot": jnp.float32(0), "read": jnp.float32(0)}}, d_params={"w": jnp.asarray(w)},
+        sn_state={}, g_opt=None, d_opt=optax.adam(cfg.lr, cfg.b1, cfg.b2).init({"w": w}))  # g_opt: unused by d_step
+    batch = _toy_batch(b=2, t=1, seed=1)
+    new_state, m = jax.jit(functools.partial(training.d_step, cfg))(state, batch)
+
+    w64 = w.astype(np.float64)
+    real = np.einsum("bhwc,hwc->b", batch["noisy"][:, 0].astype(np.float64), w64)
+    fake = np.einsum("bhwc,hwc->b", batch["clean"][:, 0].astype(np.float64), w64)
+    norm = np.linalg.norm(w64)
+    gp = (norm - 1) ** 2
+    np.testing.assert_allclose(m["d_real"], real.mean(), rtol=1e-5)
+    np.testing.assert_allclose(m["d_fake"], fake.mean(), rtol=1e-5)
+    np.testing.assert_allclose(m["gp"], gp, rtol=1e-5)
+    np.testing.assert_allclose(m["d_loss"], -real.mean() + fake.mean() + 10.0 * gp, rtol=1e-5)
+    # The first Adam step moves each weight by lr·g/(|g| + 1e-8) against the hand gradient g.
+    grad = (-batch["noisy"][:, 0].mean(0) + batch["clean"][:, 0].mean(0)).astype(np.float64) \
+        + 10.0 * 2 * (norm - 1) * w64 / norm
+    step = np.asarray(new_state.d_params["w"], np.float64) - w64
+    np.testing.assert_allclose(step, -cfg.lr * grad / (np.abs(grad) + 1e-8), rtol=1e-3, atol=1e-9)
+    assert int(new_state.step) == 1
+
+
+@pytest.fixture(scope="module")
+def toy_run(one_device, initial_state):
+    """Two critic steps of CFG on a separable toy burst from the initial state, compiled as the training
+    loop compiles them: (batch, metrics per step, SN state after the first step, final step counter)."""
+    dp = one_device
+    d_step = dp.step(functools.partial(training.d_step, CFG), donate=False)
+    batch = _toy_batch(b=1, t=2, seed=2)
+    state, metrics = dp.put_state(initial_state), []
+    for i in range(2):
+        state, m = d_step(state, dp.put_batch(batch))
+        metrics.append(dp.metrics(m))  # the critic's losses before this step's update
+        if i == 0:
+            sn_first = jax.device_get(state.sn_state)
+    return batch, metrics, sn_first, int(jax.device_get(state.step))
+
+
+def test_d_step_loss_matches_reference_from_pieces(toy_run, initial_state):
+    """The real critic: the metrics equal D on the prepared patches with the once-advanced SN state, and
+    the penalty at the interpolates of the burst's ε draws (one per patch)."""
+    batch, metrics, sn_first, _ = toy_run
+
+    @jax.jit
+    def reference(state, batch):
+        keys = training.burst_keys(state, 0, 1)
+        gen_keys, eps_keys = jnp.moveaxis(jax.vmap(jax.random.split)(keys), 1, 0)
+        fake = training.generate_batch(CFG, state.g_params, gen_keys, batch)
+        real_in, fake_in = training.prepare(CFG, batch["noisy"]), training.prepare(CFG, fake)
+        eps = jax.random.uniform(eps_keys[0], (2,))  # 2 patches (frames) in the burst
+        _, sn = apply_discriminator(state.d_params, state.sn_state, real_in[:1], update_stats=True)
+        d = lambda x: apply_discriminator(state.d_params, sn, x, update_stats=False)[0]  # noqa: E731
+        return d(real_in).mean(), d(fake_in).mean(), training.gradient_penalty(d, real_in, fake_in, eps).mean(), sn
+
+    d_real, d_fake, gp, sn = reference(initial_state, batch)
+    m = metrics[0]
+    np.testing.assert_allclose(m["d_real"], d_real, rtol=1e-5)
+    np.testing.assert_allclose(m["d_fake"], d_fake, rtol=1e-5)
+    np.testing.assert_allclose(m["gp"], gp, rtol=1e-5)
+    np.testing.assert_allclose(m["d_loss"], -d_real + d_fake + CFG.lambda_gp * gp, rtol=1e-5)
+    assert float(gp) > 0.01  # the penalty is active, so the comparison covers it
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), sn_first, sn)
+
+
+# ------------------------------------------------------------------------------------------------------
+# Gradient penalty
+# ------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("scale", [1.0, 0.3, 2.5])
+def test_gradient_penalty_of_linear_critic(scale):
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((8, 8, 2))
+    w = jnp.asarray(scale * w / np.linalg.norm(w), jnp.float32)
+    real, fake = (jnp.asarray(rng.uniform(size=(3, 8, 8, 2)), jnp.float32) for _ in range(2))
+    eps = jnp.asarray(rng.uniform(size=3), jnp.float32)
+    gp = training.gradient_penalty(lambda x: jnp.sum(x * w, axis=(1, 2, 3)), real, fake, eps)
+    assert gp.shape == (3,)
+    np.testing.assert_allclose(gp, np.full(3, (scale - 1) ** 2), atol=1e-6)
+
+
+def test_gradient_penalty_interpolates_with_eps_on_real():
+    """D(x) = ½||x||² has gradient x̂ = ε·real + (1-ε)·fake: the penalty sees where x̂ is."""
+    rng = np.random.default_rng(4)
+    real, fake = (jnp.asarray(rng.uniform(size=(4, 4, 4, 1)), jnp.float32) for _ in range(2))
+    eps = jnp.asarray([0.0, 1.0, 0.25, 0.8], jnp.float32)
+    gp = training.gradient_penalty(lambda x: 0.5 * jnp.sum(x ** 2, axis=(1, 2, 3)), real, fake, eps)
+    e = np.asarray(eps, np.float64)[:, None, None, None]
+    xhat = e * np.asarray(real, np.float64) + (1 - e) * np.asarray(fake, np.float64)
+    np.testing.assert_allclose(gp, (np.linalg.norm(xhat.reshape(4, -1), axis=1) - 1) ** 2, rtol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------------
+# Training dynamics and parallelism
+# ------------------------------------------------------------------------------------------------------
+def test_critic_steps_separate_bright_real_from_dark_fake(toy_run):
+    _, metrics, _, step = toy_run
+    first, last = metrics[0], metrics[-1]  # before and after one update
+    assert last["d_loss"] < first["d_loss"] - 0.5
+    assert last["d_real"] - last["d_fake"] > first["d_real"] - first["d_fake"] + 0.5  # scores real above fake
+    assert step == len(metrics)
+
+
+def _two_iterations(dp, d_step, g_step, host_state, batch):
+    """Metrics of (d_step, g_step) twice from ``host_state``, the final state, and the number of
+    compilations in the second iteration."""
+    state, batch = dp.put_state(host_state), dp.put_batch(batch)
+    out = []
+    for _ in range(2):
+        with _count_compiles() as compiles:
+            state, d_m = d_step(state, batch)
+            state, g_m = g_step(state, batch)
+            out.append({**dp.metrics(d_m), **dp.metrics(g_m)})
+    return out, dp.get_state(state), compiles[0]
+
+
+def test_multi_device_losses_match_single_device(one_device, initial_state):
+    """A global batch of 4 one-frame bursts: one device, jit over 4 devices and pmap over 4 agree."""
+    batch = _toy_batch(b=GLOBAL_BATCH, t=1, seed=6)
+
+    def run(dp):
+        return _two_iterations(dp, dp.step(functools.partial(training.d_step, PAR_CFG)),
+                               dp.step(functools.partial(training.g_step, PAR_CFG)), initial_state, batch)
+
+    reference, ref_state, recompiles = run(one_device)
+    assert recompiles == 0
+    devices = jax.local_devices()
+    assert len(devices) == 4, "tests/conftest.py sets 4 fake CPU devices"
+    for mode in ("shard", "pmap"):
+        out, state, recompiles = run(DataParallel(mode, devices))
+        assert recompiles == 0, f"{mode}: the second iteration compiled the steps again"
+        for it, (got, want) in enumerate(zip(out, reference)):
+            assert got.keys() == want.keys() == {"d_loss", "d_real", "d_fake", "gp", "g_adv", "g_loss"}
+            for k in want:
+                np.testing.assert_allclose(got[k], want[k], rtol=2e-5, atol=1e-6, err_msg=f"{mode} it {it} {k}")
+        assert int(state.step) == 2
+        jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+                               state.g_params, ref_state.g_params)
+
+
+# ------------------------------------------------------------------------------------------------------
+# The training loop: exact resume, existing run folders, non-finite losses
+# ------------------------------------------------------------------------------------------------------
+def _run(workdir, steps, resume=False):
+    run = train_loop.RunConfig(workdir=str(workdir), dataset="synthetic", dataset_options=(("frame_size", (64, 64)),),
+                               steps=steps, eval_every=10_000, log_every=10_000, keep=3, devices=1, test_bursts=1,
+                               progress=False)
+    return train_loop.train_and_evaluate(CFG, run, resume=resume, log=lambda *_: None)
+
+
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("straight")
+    assert _run(workdir, 2 * K)["step"] == 2 * K
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def half_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("halves")
+    assert _run(workdir, K)["step"] == K
+    return workdir
+
+
+def test_resume_is_bit_exact(straight_run, half_run, initial_state):
+    assert _run(half_run, 2 * K, resume=True)["step"] == 2 * K
+    want, want_loader, want_step = train_loop.restore_state(straight_run, initial_state)
+    got, got_loader, got_step = train_loop.restore_state(half_run, initial_state)
+    assert got_step == want_step == 2 * K
+    assert got_loader == want_loader
+    _tree_equal(got, want)
+    # Not vacuous: training moved the critic and the generator away from their initial values.
+    assert not np.array_equal(got.d_params["conv1"]["kernel"], initial_state.d_params["conv1"]["kernel"])
+    assert not np.array_equal(got.g_params["noise"]["read"], initial_state.g_params["noise"]["read"])
+
+
+def test_existing_checkpoints_without_resume_raise(straight_run):
+    with pytest.raises(FileExistsError, match="already holds checkpoints"):
+        _run(straight_run, 2 * K)
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(monkeypatch, tmp_path, half_run, initial_state):
+    """A corrupt sample (NaN) in training batch K makes the losses non-finite at step K."""
+    original = BurstLoader.batch_at
+
+    def batch_at(self, epoch, index, executor=None):
+        batch = original(self, epoch, index, executor)
+        if self.train and (epoch, index) == (0, K):
+            batch["noisy"][0, 0, 0, 0, 0] = np.nan
+        return batch
+
+    monkeypatch.setattr(BurstLoader, "batch_at", batch_at)
+    with pytest.raises(train_loop.NonFiniteLoss, match=rf"non-finite \[.*'d_loss'.*\] at step {K}:"):
+        _run(tmp_path, 2 * K)
+    # The checkpoint left behind is the state after the K good steps, with the loader right after them:
+    # the same as a clean K-step run's, so --resume continues exactly.
+    got, got_loader, got_step = train_loop.restore_state(tmp_path, initial_state)
+    want, want_loader, _ = train_loop.restore_state(half_run, initial_state, step=K)
+    assert got_step == K
+    assert got_loader == want_loader
+    _tree_equal(got, want)
+
+
+# ------------------------------------------------------------------------------------------------------
+# The CLI rejects bad flags before anything is loaded or compiled
+# ------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def cli():
+    spec = importlib.util.spec_from_file_location("starlight_train_cli", REPO / "experiments" / "train.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--noiselist", "shot_read_sparkle"], "--noiselist"),
+    (["--crop_size", "96"], "--crop_size must be a positive multiple of 64"),
+    (["--dataset", "pairs"], "--dataset pairs needs --data_dir"),
+    (["--dataset", "pairs", "--data_dir", "{missing}"], "does not exist"),
+])
+def test_cli_bad_flags_exit_early(cli, monkeypatch, capsys, tmp_path, flags, message):
+    import starlight_jax.data
+
+    def must_not_run(*args, **kwargs):
+        pytest.fail("bad flags reached data loading or training")
+
+    monkeypatch.setattr(starlight_jax.data, "load_dataset", must_not_run)
+    monkeypatch.setattr(train_loop, "train_and_evaluate", must_not_run)
+    monkeypatch.setattr(training, "TrainConfig", must_not_run)
+    flags = [f.format(missing=tmp_path / "missing") for f in flags]
+    with pytest.raises(SystemExit) as exit_info, _count_compiles() as compiles:
+        cli.main([*flags, "--save_path", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert compiles[0] == 0
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err
+    if flags[0] == "--noiselist":
+        assert "sparkle" in err  # names the bad token
+    assert not any(tmp_path.iterdir())  # no run folder was made
