@@ -1,0 +1,202 @@
+"""The denoiser of issue #8: shapes, training, jit, data parallelism, save/load, the two CLIs end to end."""
+import functools
+import importlib.util
+import json
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from starlight_jax.denoise import (DenoiserConfig, DenoiseTrainConfig, baseline_source, create_train_state,
+                                   denoise, eval_step, init_denoiser, load_denoiser, read_image, save_denoiser,
+                                   train_step, write_image)
+from starlight_jax.denoise.benchmark import METHODS
+
+pytestmark = pytest.mark.usefixtures("fast_compiles")
+REPO = pathlib.Path(__file__).resolve().parents[1]
+TINY = dict(depth=3, width=8)
+
+
+def _cli(name):
+    spec = importlib.util.spec_from_file_location(name, REPO / "experiments" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _smooth(key, shape):
+    """Smooth random images in [0.1, 0.9] (a 4x4 grid upsampled), so denoising has something to learn."""
+    coarse = jax.random.uniform(key, (*shape[:-3], 4, 4, shape[-1]), minval=0.1, maxval=0.9)
+    return jax.image.resize(coarse, shape, "linear")
+
+
+@pytest.mark.parametrize("channels,residual,lead", [(1, True, ()), (3, False, (2,)), (4, True, (2, 3))])
+def test_shapes_for_several_channel_counts(channels, residual, lead):
+    cfg = DenoiserConfig(channels=channels, residual=residual, **TINY)
+    params = init_denoiser(jax.random.key(0), cfg)
+    shape = (*lead, 17, 23, channels)
+    y = eval_step(params, jax.random.uniform(jax.random.key(1), shape), config=cfg)
+    assert y.shape == shape and y.dtype == jnp.float32
+    assert float(y.min()) >= 0.0 and float(y.max()) <= 1.0
+
+
+def test_bad_inputs_and_configs_raise():
+    cfg = DenoiserConfig(channels=3, **TINY)
+    params = init_denoiser(jax.random.key(0), cfg)
+    with pytest.raises(ValueError, match="4 channel.*built for 3"):
+        denoise(params, jnp.zeros((8, 8, 4)), cfg)
+    with pytest.raises(ValueError, match="depth"):
+        DenoiserConfig(depth=1)
+    with pytest.raises(ValueError, match="architecture"):
+        DenoiserConfig(architecture="unet")
+
+
+def test_train_step_decreases_l1_on_gaussian_toy():
+    cfg = DenoiserConfig(channels=1, depth=4, width=16)
+    tc = DenoiseTrainConfig(lr=3e-3)
+    traces = []
+
+    def counted(*args):
+        traces.append(1)  # runs only while tracing
+        return train_step(*args, config=cfg, train_config=tc)
+
+    step = jax.jit(counted)
+    state = create_train_state(jax.random.key(0), cfg, tc)
+    losses = []
+    for s in range(40):
+        k1, k2 = jax.random.split(jax.random.key(100 + s))
+        clean = _smooth(k1, (4, 32, 32, 1))
+        noisy = clean + 0.1 * jax.random.normal(k2, clean.shape)
+        state, m = step(state, {"clean": clean, "noisy": noisy}, jax.random.key(s))
+        losses.append(float(m["loss"]))
+    assert int(state.step) == 40 and len(traces) == 1  # no recompilation after the first step
+    assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:3]), losses
+
+
+def test_eval_step_jit_equals_eager():
+    cfg = DenoiserConfig(channels=3, **TINY)
+    params = init_denoiser(jax.random.key(0), cfg)
+    x = jax.random.uniform(jax.random.key(1), (2, 24, 24, 3))
+    with jax.disable_jit():
+        eager = np.asarray(denoise(params, x, cfg))
+    np.testing.assert_allclose(np.asarray(eval_step(params, x, config=cfg)), eager, atol=1e-5)
+
+
+def test_synthesised_pairs_add_the_fixed_pattern_at_the_offset():
+    from starlight_jax.baselines import GaussianBaseline
+    from starlight_jax.denoise.train import make_noisy
+
+    fp = jax.random.uniform(jax.random.key(0), (20, 24, 2), maxval=0.1)
+    src = baseline_source("gaussian", GaussianBaseline(jnp.zeros(2)), fp)  # sigma 0: noisy = clean + fp crop
+    clean = jnp.full((2, 3, 8, 8, 2), 0.5)
+    offset = jnp.array([[0, 0], [5, 7]], jnp.int32)
+    noisy = make_noisy({"clean": clean, "offset": offset}, jax.random.key(1), src.params, noise_fn=src.fn)
+    np.testing.assert_allclose(noisy[1, 2], 0.5 + fp[5:13, 7:15], atol=1e-6)
+    np.testing.assert_allclose(noisy[0, 0], 0.5 + fp[:8, :8], atol=1e-6)
+
+
+def test_data_parallel_matches_one_device():
+    from starlight_jax.baselines import PoissonGaussianBaseline
+    from starlight_jax.parallel import DataParallel
+
+    assert jax.local_device_count() >= 4, "conftest.py sets 4 fake CPU devices"
+    cfg, tc = DenoiserConfig(channels=2, **TINY), DenoiseTrainConfig()
+    src = baseline_source("poisson_gaussian", PoissonGaussianBaseline(jnp.full(2, 0.01), jnp.full(2, 1e-4)))
+    clean = np.asarray(_smooth(jax.random.key(3), (4, 2, 16, 16, 2)))
+    batch = {"clean": clean, "noisy": clean, "offset": np.zeros((4, 2), np.int32)}
+    fn = functools.partial(train_step, config=cfg, train_config=tc, noise_fn=src.fn)
+    out = {}
+    for name, dp in (("one", DataParallel("shard", jax.local_devices()[:1])),
+                     ("shard", DataParallel("shard", jax.local_devices()[:4])),
+                     ("pmap", DataParallel("pmap", jax.local_devices()[:4]))):
+        state = dp.put_state(create_train_state(jax.random.key(0), cfg, tc))
+        step = dp.step(fn, replicated_args=2)
+        for s in range(2):
+            state, m = step(state, dp.put_batch(batch), jax.random.key(s), src.params)
+        out[name] = (dp.metrics(m)["loss"], jax.device_get(dp.get_state(state).params))
+    for mode in ("shard", "pmap"):
+        assert out[mode][0] == pytest.approx(out["one"][0], rel=1e-5), mode
+        jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), out[mode][1], out["one"][1])
+
+
+def test_save_load_round_trip_and_errors(tmp_path):
+    cfg = DenoiserConfig(channels=3, depth=4, width=8, residual=False)
+    params = init_denoiser(jax.random.key(0), cfg)
+    save_denoiser(tmp_path / "d", params, cfg, meta={"method": "real", "psnr": np.float32(30.5)})
+    params2, cfg2, meta = load_denoiser(tmp_path / "d")
+    assert cfg2 == cfg and meta == {"method": "real", "psnr": 30.5}
+    jax.tree_util.tree_map(np.testing.assert_array_equal, params, params2)
+    with pytest.raises(FileNotFoundError, match="not a saved denoiser"):
+        load_denoiser(tmp_path / "nothing")
+    doc = json.loads((tmp_path / "d" / "config.json").read_text())
+    doc["denoiser"]["width"] = 16
+    (tmp_path / "d" / "config.json").write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match="shape mismatch"):
+        load_denoiser(tmp_path / "d")
+
+
+@pytest.mark.parametrize("bits", [8, 16])
+def test_denoise_cli_keeps_size_and_bit_depth(tmp_path, bits):
+    cfg = DenoiserConfig(channels=3, **TINY)
+    save_denoiser(tmp_path / "d", init_denoiser(jax.random.key(0), cfg), cfg)
+    img = np.random.default_rng(0).uniform(size=(37, 29, 3)).astype(np.float32)
+    write_image(tmp_path / "in.png", img, bits=bits)
+    back, b = read_image(tmp_path / "in.png")  # the PNG writer round-trips through the project's reader
+    assert b == bits and np.abs(back - img).max() <= 0.5 / (2 ** bits - 1) + 1e-6
+    _cli("denoise").main(["--checkpoint", str(tmp_path / "d"), "--input", str(tmp_path / "in.png"),
+                          "--output", str(tmp_path / "out.png")])
+    out, b = read_image(tmp_path / "out.png")
+    assert out.shape == (37, 29, 3) and b == bits
+
+
+def test_denoise_cli_channel_mismatch_is_a_clear_error(tmp_path, capsys):
+    cfg = DenoiserConfig(channels=4, **TINY)
+    save_denoiser(tmp_path / "d", init_denoiser(jax.random.key(0), cfg), cfg)
+    write_image(tmp_path / "in.png", np.zeros((16, 16, 3)))
+    with pytest.raises(SystemExit):
+        _cli("denoise").main(["--checkpoint", str(tmp_path / "d"), "--input", str(tmp_path / "in.png"),
+                              "--output", str(tmp_path / "out.png")])
+    assert "has 3 channel(s) but the denoiser" in capsys.readouterr().err
+
+
+def _fake_noise_run(root: pathlib.Path) -> pathlib.Path:
+    """A noise-model run folder as experiments/train.py writes it (config.json + latest/<step>), untrained."""
+    from starlight_jax.generator import init_generator
+    from starlight_jax.train_loop import RunConfig, _save, _save_config, checkpoint_managers
+    from starlight_jax.training import TrainConfig
+
+    workdir = root / "noise_run"
+    cfg = TrainConfig(noiselist="shot_read_uniform", network="noUnet", crop_size=64, frames=2, physics_lr=0.02)
+    run = RunConfig(workdir=str(workdir), dataset="synthetic", dataset_options=(("frame_size", (64, 64)),))
+    _save_config(workdir, cfg, run)
+    latest, _ = checkpoint_managers(workdir, 1)
+    _save(latest, 1, {"g_params": init_generator(jax.random.key(0), cfg.generator).params}, {"epoch": 0})
+    return workdir
+
+
+def test_benchmark_main_end_to_end_then_denoise_cli(tmp_path):
+    _fake_noise_run(tmp_path / "runs")
+    out = tmp_path / "bench"
+    result = _cli("denoise_benchmark").main([
+        "--root", str(tmp_path / "runs"), "--steps", "3", "--crop", "64", "--batch_images", "4", "--frames", "2",
+        "--test_frames", "1", "--max_test", "1", "--max_train_bursts", "2", "--depth", "2", "--width", "4",
+        "--devices", "1", "--log_every", "0", "--out", str(out)])
+    doc = json.loads((out / "benchmark.json").read_text())
+    assert set(doc) >= {"setup", "noise_checkpoint", "noisy_input", "results", "baselines", "notes", "figure"}
+    assert list(doc["results"]) == list(METHODS)
+    for r in doc["results"].values():
+        assert set(r) >= {"label", "psnr", "ssim", "psnr_gap_to_real", "ssim_gap_to_real", "train_seconds",
+                          "saved_to"}
+        assert np.isfinite(r["psnr"]) and 0 < r["ssim"] <= 1
+    assert doc["results"]["real"]["psnr_gap_to_real"] == 0
+    assert doc["setup"]["n_test_images"] == 1 and doc["noisy_input"]["psnr"] > 0
+    assert doc["noise_checkpoint"]["noiselist"] == "shot_read_uniform"
+    assert (out / "denoised.png").is_file() and result["results"]["model"]["psnr"] == doc["results"]["model"]["psnr"]
+    # The saved denoiser (a) works on a packed-raw .npy of any size.
+    raw = np.random.default_rng(0).uniform(0, 0.5, (21, 30, 4)).astype(np.float32)
+    np.save(tmp_path / "raw.npy", raw)
+    den = _cli("denoise").main(["--checkpoint", str(out / "denoisers" / "model"), "--input",
+                                str(tmp_path / "raw.npy"), "--output", str(tmp_path / "den.npy")])
+    assert np.load(tmp_path / "den.npy").shape == (21, 30, 4) and den.shape == (21, 30, 4)
