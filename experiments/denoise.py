@@ -18,6 +18,8 @@ import time
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from starlight_jax.cli import fail  # noqa: E402
+
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -26,11 +28,6 @@ def parse_args(argv=None):
     ap.add_argument("--output", required=True, help="where to write the denoised image (.png or .npy)")
     ap.add_argument("--bits", type=int, default=None, choices=[8, 16], help="PNG bit depth (default: the input's)")
     return ap.parse_args(argv)
-
-
-def fail(msg: str):
-    print(f"error: {msg}", file=sys.stderr)
-    raise SystemExit(2)
 
 
 def main(argv=None):

@@ -28,6 +28,8 @@ import time
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from starlight_jax.cli import fail  # noqa: E402
+
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -63,11 +65,6 @@ def parse_args(argv=None):
     ap.add_argument("--out", default=None, help="output folder (default <noise run>/denoise_benchmark)")
     ap.add_argument("--json", default=None, help="output JSON (default <out>/benchmark.json)")
     return ap.parse_args(argv)
-
-
-def fail(msg: str):
-    print(f"error: {msg}", file=sys.stderr)
-    raise SystemExit(2)
 
 
 def main(argv=None):

@@ -21,6 +21,8 @@ import time
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from starlight_jax.cli import fail  # noqa: E402
+
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -41,11 +43,6 @@ def parse_args(argv=None):
                     help="fit the baselines to the raw residual, without subtracting the dataset's fixed pattern")
     ap.add_argument("--json", default=None, help="output JSON (default <run>/evaluation.json)")
     return ap.parse_args(argv)
-
-
-def fail(msg: str):
-    print(f"error: {msg}", file=sys.stderr)
-    raise SystemExit(2)
 
 
 def main(argv=None):

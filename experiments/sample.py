@@ -25,6 +25,8 @@ import sys
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from starlight_jax.cli import fail  # noqa: E402
+
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -45,11 +47,6 @@ def parse_args(argv=None):
     ap.add_argument("--frame", type=int, default=0, help="frame of that burst")
     ap.add_argument("--seed", type=int, default=0)
     return ap.parse_args(argv)
-
-
-def fail(msg: str):
-    print(f"error: {msg}", file=sys.stderr)
-    raise SystemExit(2)
 
 
 def main(argv=None):

@@ -20,6 +20,8 @@ import time
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from starlight_jax.cli import fail  # noqa: E402
+
 from starlight_jax.noiselist import DEFAULT_NOISELIST, parse_noiselist  # noqa: E402
 
 CPU_DEFAULTS = dict(crop_size=64, frames=8, network="noUnet", steps=None, epochs=2)
@@ -76,11 +78,6 @@ def parse_args(argv=None):
     g.add_argument("--process_id", type=int, default=None)
     g.add_argument("--no_progress", action="store_true")
     return ap.parse_args(argv)
-
-
-def fail(msg: str):
-    print(f"error: {msg}", file=sys.stderr)
-    raise SystemExit(2)
 
 
 def main(argv=None):
