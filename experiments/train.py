@@ -156,8 +156,13 @@ def main(argv=None):
     phys = {k.split('/', 1)[1]: v for k, v in result.items() if k.startswith("noise/")}
     print(f"[starlight-jax] learned physical parameters: {phys}")
     if dataset.truth is not None:
-        print(f"[starlight-jax] ground truth (learned-model terms): "
-              f"{ {k: v for k, v in dataset.truth.get('learned_model', dataset.truth).items() if not hasattr(v, 'shape')} }")
+        import numpy as np
+
+        same_meaning = {"periodic": "periodic_p"}  # truth["periodic"] is a per-pixel std, not (p0, p1, p2)
+        truth = {k: np.round(np.asarray(dataset.truth[same_meaning.get(k, k)], float).mean(axis=0), 7).tolist()
+                 for k in phys if same_meaning.get(k, k) in dataset.truth}
+        print(f"[starlight-jax] ground truth of the embedded data (channel mean): {truth}; full comparison: "
+              f"python experiments/evaluate.py --checkpoint {run.workdir}")
     print(f"[starlight-jax] checkpoints: {run.workdir}/latest (and best/), logs: {run.workdir}/metrics.jsonl")
 
 
