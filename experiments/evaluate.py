@@ -21,14 +21,12 @@ import time
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from starlight_jax.cli import fail  # noqa: E402
+from starlight_jax.cli import add_checkpoint_flags, fail  # noqa: E402
 
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--checkpoint", default=None, help="run folder (default: the newest under --root)")
-    ap.add_argument("--root", default=str(REPO / "checkpoints"), help="where to look for runs")
-    ap.add_argument("--which", default="latest", help="latest, best or a step number")
+    add_checkpoint_flags(ap, REPO / "checkpoints")
     ap.add_argument("--dataset", default=None, choices=["synthetic", "pairs", "sidd", "starlight"],
                     help="default: the run's")
     ap.add_argument("--data_dir", default=None, help="default: the run's")
