@@ -37,6 +37,12 @@ def _check_clean(clean, channels: int) -> jax.Array:
     return clean
 
 
+def _add_gaussian(key: jax.Array, clean: jax.Array, std) -> jax.Array:
+    """``clip(clean + std * eps, 0, 1)`` with eps ~ N(0, 1) per pixel; ``std`` broadcasts to ``clean``."""
+    eps = jax.random.normal(key, clean.shape, clean.dtype)
+    return jnp.clip(clean + std * eps, 0.0, 1.0)
+
+
 class GaussianBaseline(NamedTuple):
     """Homoscedastic Gaussian noise with one standard deviation per channel."""
     sigma: jax.Array  # [C] float32 standard deviation per channel
@@ -52,8 +58,7 @@ class GaussianBaseline(NamedTuple):
           [..., H, W, C] noisy image with the dtype of ``clean``. Jittable.
         """
         clean = _check_clean(clean, self.sigma.shape[-1])
-        eps = jax.random.normal(key, clean.shape, clean.dtype)
-        return jnp.clip(clean + self.sigma.astype(clean.dtype) * eps, 0.0, 1.0)
+        return _add_gaussian(key, clean, self.sigma.astype(clean.dtype))
 
     def to_dict(self) -> dict:
         """JSON-serialisable parameters."""
@@ -83,9 +88,7 @@ class PoissonGaussianBaseline(NamedTuple):
         clean = _check_clean(clean, self.a.shape[-1])
         a, b = self.a.astype(clean.dtype), self.b.astype(clean.dtype)
         # max(., 0) guards clean values slightly below 0; a, b >= 0 otherwise.
-        std = jnp.sqrt(jnp.maximum(a * clean + b, 0.0))
-        eps = jax.random.normal(key, clean.shape, clean.dtype)
-        return jnp.clip(clean + std * eps, 0.0, 1.0)
+        return _add_gaussian(key, clean, jnp.sqrt(jnp.maximum(a * clean + b, 0.0)))
 
     def to_dict(self) -> dict:
         """JSON-serialisable parameters."""

@@ -140,8 +140,13 @@ def default_model(noiselist: Optional[str] = None, compat: str = "physics", chan
 
             return load_generator(DEFAULT_MODEL_DIR)
         noiselist = DEFAULT_NOISELIST
-    config = GeneratorConfig(noise=parse_noiselist(noiselist, compat=compat, channels=channels))
-    return init_generator(jax.random.key(0), config)
+    return _initial_model(parse_noiselist(noiselist, compat=compat, channels=channels))
+
+
+@functools.lru_cache(maxsize=8)
+def _initial_model(cfg: NoiseConfig) -> NoiseModel:
+    """A noise-only model at ``cfg``'s initial values, built once per config (it may hold a large map)."""
+    return init_generator(jax.random.key(0), GeneratorConfig(noise=cfg))
 
 
 @functools.lru_cache(maxsize=32)
@@ -159,8 +164,7 @@ def _resolve(params, noiselist, compat, channels) -> NoiseModel:
     compat = "physics" if compat is None else compat
     if params is None:
         if isinstance(noiselist, NoiseConfig):
-            return NoiseModel(params={"noise": noise_lib.init_params(noiselist)},
-                              config=GeneratorConfig(noise=noiselist))
+            return _initial_model(noiselist)
         return default_model(noiselist, compat, channels)
     noiselist = DEFAULT_NOISELIST if noiselist is None else noiselist
     config = GeneratorConfig(noise=parse_noiselist(noiselist, compat=compat, channels=channels))
