@@ -24,8 +24,16 @@ from starlight_jax.cli import fail  # noqa: E402
 
 from starlight_jax.noiselist import DEFAULT_NOISELIST, parse_noiselist  # noqa: E402
 
-CPU_DEFAULTS = dict(crop_size=64, frames=8, network="noUnet", steps=None, epochs=2)
-GPU_DEFAULTS = dict(crop_size=256, frames=16, network="Unet", steps=None, epochs=200)
+# A narrow critic and one critic step per generator step make CPU training ~20x cheaper per step than the
+# original's shape; 40 epochs of the embedded default are ~1400 steps, ~5 minutes on 2 cores.
+CPU_DEFAULTS = dict(crop_size=64, frames=8, network="noUnet", epochs=40, critic_width=16, n_critic=1,
+                    eval_every=200)
+GPU_DEFAULTS = dict(crop_size=256, frames=16, network="Unet", epochs=200, critic_width=64, n_critic=5,
+                    eval_every=100)
+# The critic the physics mode trains against by default (docs/training_notes.md): real-space patches of the
+# residual beside the clean patch. compat="starlight" keeps the original's unconditional Fourier critic.
+CRITIC_DEFAULTS = {"physics": dict(discriminator_loss="real", critic_condition="residual"),
+                   "starlight": dict(discriminator_loss="fourier", critic_condition="none")}
 
 
 def parse_args(argv=None):
@@ -39,23 +47,37 @@ def parse_args(argv=None):
     g.add_argument("--unet_opts", default="residualFalse_conv_tconv_selu")
     g.add_argument("--unet_widths", type=lambda s: tuple(int(x) for x in s.split(",")),
                    help="comma-separated encoder widths, e.g. 8,16,32,64,64 for a small U-Net")
-    g.add_argument("--discriminator_loss", default="fourier", choices=["real", "fourier", "mixed", "complex", "mean"])
+    g.add_argument("--discriminator_loss", default=None, help="critic input domain (physics default real, "
+                   "starlight default fourier)", choices=["real", "fourier", "mixed", "complex", "mean"])
     g.add_argument("--generator_loss", default=None, choices=["none", "lpips", "lpips_vgg"],
                    help="extra generator term: AlexNet-LPIPS (the original's; default with --compat starlight), "
                         "VGG-LPIPS, or none (default with --compat physics: LPIPS compares two independent "
                         "noise draws, SPEC §12.12)")
+    g.add_argument("--critic_condition", default=None, choices=["none", "clean", "residual"],
+                   help="what the critic sees besides the noisy patch: none (the original; starlight default), "
+                        "the clean patch, or the clean patch and the residual noisy - clean instead of the noisy "
+                        "patch (physics default)")
+    g.add_argument("--critic_width", type=int, default=None,
+                   help="channels of the critic's first conv, the others scale with it (the original and GPU "
+                        "default: 64; CPU default 16)")
     g.add_argument("--sigmoid", action="store_true", help="sigmoid critic output (the released code)")
     g.add_argument("--channels", type=int, default=None, help="image channels (default: the dataset's)")
     g = ap.add_argument_group("optimisation")
     g.add_argument("--lr", type=float, default=2e-4)
     g.add_argument("--physics_lr", type=float, default=None,
                    help="learning rate of the physical scalars (physics default 2e-2; not with --compat starlight)")
-    g.add_argument("--n_critic", type=int, default=5)
+    g.add_argument("--lr_decay", choices=["cosine", "none"], default=None,
+                   help="cosine decay of the generator's learning rates over the run, to 5%% (default cosine with "
+                        "--compat physics, none with starlight)")
+    g.add_argument("--init_from_data", action=argparse.BooleanOptionalAction, default=None,
+                   help="start shot/read at a Poisson-Gaussian fit of the training pairs (physics default: on)")
+    g.add_argument("--n_critic", type=int, default=None, help="critic steps per generator step (GPU default 5, "
+                   "the original's; CPU default 1)")
     g.add_argument("--lambda_gp", type=float, default=10.0)
     g.add_argument("--batch_size", type=int, default=1, help="bursts per device")
     g.add_argument("--crop_size", type=int, help="crop side, a multiple of 64 (CPU default 64, GPU 256)")
     g.add_argument("--frames", type=int, help="frames per burst (CPU default 8, GPU 16)")
-    g.add_argument("--epochs", type=int, help="passes over the training bursts (CPU default 2)")
+    g.add_argument("--epochs", type=int, help="passes over the training bursts (CPU default 40, GPU 200)")
     g.add_argument("--steps", type=int, help="critic steps (overrides --epochs)")
     g.add_argument("--seed", type=int, default=0)
     g = ap.add_argument_group("data")
@@ -68,7 +90,8 @@ def parse_args(argv=None):
     g.add_argument("--run_name", default=None, help="run folder name (default from the main flags)")
     g.add_argument("--notes", default="", help="free text appended to the run name")
     g.add_argument("--resume", action="store_true", help="continue the run in the run folder")
-    g.add_argument("--eval_every", type=int, default=50)
+    g.add_argument("--eval_every", type=int, default=None,
+                   help="critic steps between test evaluations and checkpoints (CPU default 200, GPU 100)")
     g.add_argument("--keep", type=int, default=3, help="latest checkpoints to keep")
     g.add_argument("--parallel", default="shard", choices=["shard", "pmap"])
     g.add_argument("--devices", "--gpus", dest="devices", type=int, default=None,
@@ -89,6 +112,9 @@ def main(argv=None):
         fail(f"--noiselist: {e}")
     if args.crop_size is not None and (args.crop_size < 64 or args.crop_size % 64):
         fail(f"--crop_size must be a positive multiple of 64 (the discriminator's patch size), got {args.crop_size}")
+    for flag in ("n_critic", "critic_width", "eval_every", "batch_size", "frames", "epochs", "steps"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+            fail(f"--{flag} must be >= 1, got {getattr(args, flag)}")
     if args.dataset != "synthetic" and args.data_dir is None:
         fail(f"--dataset {args.dataset} needs --data_dir")
     if args.data_dir is not None and not os.path.isdir(args.data_dir):
@@ -108,25 +134,33 @@ def main(argv=None):
     defaults = CPU_DEFAULTS if on_cpu else GPU_DEFAULTS
     pick = lambda name: getattr(args, name) if getattr(args, name) is not None else defaults[name]  # noqa: E731
     crop, frames, network = pick("crop_size"), pick("frames"), pick("network")
-    epochs = pick("epochs")
+    epochs, critic_width, n_critic = pick("epochs"), pick("critic_width"), pick("n_critic")
+    critic = {k: getattr(args, k) if getattr(args, k) is not None else v
+              for k, v in CRITIC_DEFAULTS[args.compat].items()}
     frame_size = args.frame_size or (128 if on_cpu else 256)
     if on_cpu:
-        print(f"[starlight-jax] CPU run: crop {crop}, {frames} frames, network {network}, {epochs} epochs, "
-              f"synthetic frames {frame_size}px (a full-size WGAN-GP iteration takes ~90 s on a 2-core CPU; "
-              f"the full-size defaults crop 256 / 16 frames / Unet apply on a GPU; explicit flags win)")
+        print(f"[starlight-jax] CPU run: crop {crop}, {frames} frames, network {network}, critic width "
+              f"{critic_width}, n_critic {n_critic}, {epochs} epochs, synthetic frames {frame_size}px (a full-size "
+              f"WGAN-GP iteration takes ~90 s on a 2-core CPU; the full-size defaults crop 256 / 16 frames / Unet / "
+              f"critic width 64 / n_critic 5 apply on a GPU; explicit flags win)")
     options = {"frame_size": (frame_size, frame_size)} if args.dataset == "synthetic" else {}
     try:
         dataset = load_dataset(args.dataset, args.data_dir, **options)
     except (ValueError, FileNotFoundError) as e:
         fail(f"--dataset {args.dataset}: {e}")
+    devices = args.devices or jax.local_device_count()
+    total_steps = args.steps or epochs * (len(dataset.train) // (args.batch_size * devices))
+    lr_decay = args.lr_decay or ("cosine" if args.compat == "physics" else "none")
     physics_lr = args.physics_lr
     if physics_lr is None and args.compat == "physics":
         physics_lr = 2e-2
     try:
         cfg = training.TrainConfig(
             noiselist=args.noiselist, compat=args.compat, network=network, unet_opts=args.unet_opts,
-            unet_widths=args.unet_widths, discriminator_loss=args.discriminator_loss, sigmoid=args.sigmoid,
-            generator_loss=args.generator_loss or ("lpips" if args.compat == "starlight" else "none"), lr=args.lr, physics_lr=physics_lr, n_critic=args.n_critic,
+            unet_widths=args.unet_widths, sigmoid=args.sigmoid, critic_width=critic_width, **critic,
+            generator_loss=args.generator_loss or ("lpips" if args.compat == "starlight" else "none"), lr=args.lr, physics_lr=physics_lr, n_critic=n_critic,
+            init_from_data=args.compat == "physics" if args.init_from_data is None else args.init_from_data,
+            decay_steps=max(1, total_steps // n_critic) if lr_decay == "cosine" else None,
             lambda_gp=args.lambda_gp, batch_size=args.batch_size, frames=frames, crop_size=crop,
             channels=args.channels or dataset.channels, seed=args.seed)
     except ValueError as e:
@@ -139,10 +173,10 @@ def main(argv=None):
         if crop < 64 or cfg.channels < 3:
             fail("--generator_loss lpips needs 64-px patches with at least 3 channels")
     name = args.run_name or "_".join(x for x in ("noisemodel", network, cfg.generator.noise.noiselist,
-                                                 str(crop), args.dataset, args.discriminator_loss, args.notes) if x)
+                                                 str(crop), args.dataset, critic["discriminator_loss"], args.notes) if x)
     run = train_loop.RunConfig(workdir=str(pathlib.Path(args.save_path) / name), dataset=args.dataset,
                                data_dir=args.data_dir, dataset_options=tuple(options.items()), steps=args.steps,
-                               epochs=epochs, eval_every=args.eval_every, keep=args.keep, parallel=args.parallel,
+                               epochs=epochs, eval_every=pick("eval_every"), keep=args.keep, parallel=args.parallel,
                                devices=args.devices, progress=not args.no_progress)
     print(f"[starlight-jax] run folder: {run.workdir}")
     print(f"[starlight-jax] TensorBoard: tensorboard --logdir {pathlib.Path(run.workdir) / 'tb'}")

@@ -121,6 +121,24 @@ def save_generator(model: NoiseModel, folder, info: dict | None = None) -> pathl
     return folder
 
 
+def without_sensor_maps(model: NoiseModel) -> NoiseModel:
+    """The same model without its ``fixed1``/``learnedfixed`` maps, for use on images of any size.
+
+    A fixed-pattern map belongs to one sensor and one frame size; the random components (shot, read, row,
+    …) are what transfers to other images. Only valid for noise-only generators (``noUnet``): a U-Net
+    trained with the map in its input would see a different input without it.
+    """
+    import dataclasses
+
+    if model.config.network != "noUnet" and (model.config.noise.fixed or model.config.noise.learned_fixed):
+        raise ValueError(f"cannot drop the fixed-pattern maps of a {model.config.network} generator: its U-Net "
+                         f"was trained on noise that contained them")
+    noise_cfg = dataclasses.replace(model.config.noise, fixed=False, learned_fixed=False)
+    noise = {k: v for k, v in model.params["noise"].items() if k not in ("fixed_pattern", "learned_fixed")}
+    return NoiseModel(params={**model.params, "noise": noise},
+                      config=dataclasses.replace(model.config, noise=noise_cfg))
+
+
 def load_generator(folder) -> NoiseModel:
     """Reads a folder written by `save_generator`."""
     import json

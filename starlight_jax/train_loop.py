@@ -74,6 +74,20 @@ def load_config(workdir) -> tuple[training.TrainConfig, RunConfig]:
     return training.TrainConfig(**train), RunConfig(**run)
 
 
+def _data_init(cfg: training.TrainConfig, dataset, pipe, max_batches: int = 8) -> dict:
+    """`training.data_init` on the first training batches of epoch 0 (deterministic in the seed)."""
+    from starlight_jax.data import make_loader
+
+    loader = make_loader(dataset, "train", pipe)
+    try:
+        batches = [loader.batch_at(0, i) for i in range(min(max_batches, loader.batches_per_epoch))]
+    finally:
+        loader.close()
+    noisy = np.concatenate([b["noisy"] for b in batches])
+    clean = np.broadcast_to(np.concatenate([b["clean"] for b in batches]), noisy.shape)
+    return training.data_init(cfg, noisy, clean)
+
+
 def checkpoint_managers(workdir: pathlib.Path, keep: int):
     opts = dict(enable_async_checkpointing=False)
     latest = ocp.CheckpointManager(workdir / "latest", options=ocp.CheckpointManagerOptions(
@@ -143,7 +157,12 @@ def train_and_evaluate(cfg: training.TrainConfig, run: RunConfig, *, resume: boo
                          f"for {cfg.channels}")
     pipe = PipelineConfig(batch_size=global_batch, crop_size=cfg.crop_size, frames=cfg.frames, seed=cfg.seed)
     fixed = dataset.fixed_pattern if cfg.generator.noise.fixed else None
-    state = training.create_train_state(jax.random.key(cfg.seed), cfg, fixed_pattern=fixed)
+    init_values = None
+    if cfg.init_from_data:
+        init_values = _data_init(cfg, dataset, pipe)
+        log(f"initial shot/read from a Poisson-Gaussian fit of the training pairs: {init_values}")
+    state = training.create_train_state(jax.random.key(cfg.seed), cfg, fixed_pattern=fixed,
+                                        init_values=init_values)
     latest, best = checkpoint_managers(workdir, run.keep)
     loader_start = (0, 0)
     if resume and latest.latest_step() is not None:

@@ -30,6 +30,10 @@ from starlight_jax.models.discriminator import apply_discriminator, init_discrim
 from starlight_jax.noiselist import parse_noiselist
 
 GENERATOR_LOSSES = ("none", "lpips", "lpips_vgg")
+# What the critic sees besides the (transformed) noisy patch. 'none' is the original (unconditional) critic;
+# 'clean' adds the clean patch on the channel axis (a conditional critic, as in pix2pix); 'residual' adds the
+# clean patch and transforms the residual ``noisy - clean`` instead of the noisy patch.
+CRITIC_CONDITIONS = ("none", "clean", "residual")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +49,8 @@ class TrainConfig:
     # Discriminator input domain (real, fourier, mixed, complex, mean) and output sigmoid.
     discriminator_loss: str = "fourier"
     sigmoid: bool = False
+    critic_condition: str = "none"
+    critic_width: int = 64  # conv1 channels of the critic (64: the original's)
     # Extra generator term: 'none' or 'lpips' (weight lpips_weight).
     generator_loss: str = "none"
     lpips_weight: float = 1.0
@@ -53,6 +59,14 @@ class TrainConfig:
     b1: float = 0.5
     b2: float = 0.999
     physics_lr: Optional[float] = None
+    # Cosine decay of the generator's learning rates to `decay_floor` of their value over this many
+    # generator updates (None: constant). It damps the GAN's oscillation of the physical scalars about the
+    # equilibrium, so the last checkpoint sits near it instead of on a random phase of the orbit.
+    decay_steps: Optional[int] = None
+    decay_floor: float = 0.05
+    # Start the shot and read scales at a Poisson-Gaussian fit of the training pairs' noise level function
+    # (physics only); the GAN then splits and refines it. Off: the fixed initial values of `noise.PHYSICS_INIT`.
+    init_from_data: bool = False
     n_critic: int = 5
     lambda_gp: float = 10.0
     # Data shape: bursts per device, frames per burst, crop.
@@ -65,16 +79,25 @@ class TrainConfig:
     def __post_init__(self):
         parse_noiselist(self.noiselist, compat=self.compat)  # raises on unknown tokens
         patches_lib.discriminator_channels(self.discriminator_loss, self.channels)  # raises on bad mode
+        if self.critic_condition not in CRITIC_CONDITIONS:
+            raise ValueError(f"critic_condition must be one of {CRITIC_CONDITIONS}, got {self.critic_condition!r}")
         if self.generator_loss not in GENERATOR_LOSSES:
             raise ValueError(f"generator_loss must be one of {GENERATOR_LOSSES}, got {self.generator_loss!r}")
         if self.crop_size < 64 or self.crop_size % 64:
             raise ValueError(f"crop_size must be a positive multiple of 64 (the discriminator's patch), "
                              f"got {self.crop_size}")
-        for name in ("batch_size", "frames", "n_critic"):
+        for name in ("batch_size", "frames", "n_critic", "critic_width"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.decay_steps is not None and self.decay_steps < 1:
+            raise ValueError(f"decay_steps must be >= 1 or None, got {self.decay_steps}")
+        if not 0 <= self.decay_floor <= 1:
+            raise ValueError(f"decay_floor must be in [0, 1], got {self.decay_floor}")
         if self.lr <= 0 or (self.physics_lr is not None and self.physics_lr <= 0):
             raise ValueError(f"learning rates must be > 0, got lr={self.lr}, physics_lr={self.physics_lr}")
+        if self.compat == "starlight" and self.init_from_data:
+            raise ValueError("init_from_data is not available under compat='starlight' (its shot/read scales are "
+                             "not a variance law)")
         if self.compat == "starlight" and self.physics_lr is not None:
             raise ValueError("physics_lr is not available under compat='starlight' (one Adam for all of G)")
         if self.network != "noUnet" and self.crop_size % 16:
@@ -92,7 +115,8 @@ class TrainConfig:
 
     @property
     def d_channels(self) -> int:
-        return patches_lib.discriminator_channels(self.discriminator_loss, self.channels)
+        extra = 0 if self.critic_condition == "none" else self.channels
+        return patches_lib.discriminator_channels(self.discriminator_loss, self.channels) + extra
 
 
 @struct.dataclass
@@ -111,6 +135,9 @@ class TrainState:
 def _optimizers(cfg: TrainConfig, g_params):
     adam = lambda lr: optax.adam(lr, b1=cfg.b1, b2=cfg.b2)  # noqa: E731
     d_tx = adam(cfg.lr)
+    if cfg.decay_steps:  # the generator's rates only: the critic must keep tracking the generator
+        adam = lambda lr: optax.adam(optax.cosine_decay_schedule(lr, cfg.decay_steps, cfg.decay_floor),  # noqa: E731
+                                     b1=cfg.b1, b2=cfg.b2)
     fixed = lambda p: jax.tree_util.tree_map_with_path(  # noqa: E731
         lambda path, _: any(getattr(k, "key", None) == "fixed_pattern" for k in path), p)
     if cfg.physics_lr is None:
@@ -124,11 +151,34 @@ def _optimizers(cfg: TrainConfig, g_params):
     return g_tx, d_tx
 
 
-def create_train_state(key, cfg: TrainConfig, *, fixed_pattern=None) -> TrainState:
-    """Initial generator, discriminator, optimiser states and base key."""
+def data_init(cfg: TrainConfig, noisy, clean) -> dict:
+    """Initial shot and read scales ``{"shot": a, "read": b}`` (those in ``cfg``'s noiselist) from a
+    per-channel Poisson-Gaussian fit of ``noisy`` vs ``clean``, averaged over channels, floored at the fixed
+    initial values (a fit can return 0, whose log is not a usable start)."""
+    from starlight_jax.baselines import fit_poisson_gaussian
+    from starlight_jax.noise import PHYSICS_INIT
+
+    fit = fit_poisson_gaussian(noisy, clean)
+    noise = cfg.generator.noise
+    values = {"shot": float(jnp.mean(fit.a)), "read": float(jnp.mean(fit.b))}
+    return {k: max(v, PHYSICS_INIT[k]) for k, v in values.items() if getattr(noise, k)}
+
+
+def create_train_state(key, cfg: TrainConfig, *, fixed_pattern=None, init_values=None) -> TrainState:
+    """Initial generator, discriminator, optimiser states and base key.
+
+    ``init_values`` (e.g. from :func:`data_init`) replaces the initial values of the named physical
+    scalars, given as used by the formulas (variances, not logs)."""
+    from starlight_jax.noise import stored_value
+
     g_key, d_key, base = jax.random.split(key, 3)
     model = init_generator(g_key, cfg.generator, fixed_pattern=fixed_pattern)
-    d_params, sn_state = init_discriminator(d_key, cfg.d_channels, sigmoid=cfg.sigmoid)
+    if init_values:
+        noise_cfg = cfg.generator.noise
+        noise = {**model.params["noise"],
+                 **{k: stored_value(k, v, noise_cfg) for k, v in init_values.items()}}
+        model = model.replace(params={**model.params, "noise": noise})
+    d_params, sn_state = init_discriminator(d_key, cfg.d_channels, sigmoid=cfg.sigmoid, width=cfg.critic_width)
     g_tx, d_tx = _optimizers(cfg, model.params)
     return TrainState(step=jnp.zeros((), jnp.int32), key=jax.random.key_data(base), g_params=model.params,
                       d_params=d_params, sn_state=sn_state, g_opt=g_tx.init(model.params),
@@ -148,16 +198,36 @@ def burst_keys(state: TrainState, salt: int, global_batch: int, axis_name: Optio
     return jax.lax.dynamic_slice_in_dim(keys, jax.lax.axis_index(axis_name) * local, local)
 
 
-def prepare(cfg: TrainConfig, stacks):
-    """Bursts ``[B, T, H, W, C]`` → discriminator input patches ``[B·P, 64, 64, C']`` (SPEC §1, §4.4)."""
+def prepare(cfg: TrainConfig, stacks, clean=None):
+    """Bursts ``[B, T, H, W, C]`` → discriminator input patches ``[B·P, 64, 64, C']`` (SPEC §1, §4.4).
+
+    With a conditional critic (``cfg.critic_condition != 'none'``) ``clean`` is required and the result is
+    ``(x, condition)``: the transformed noisy (or residual) patches and the clean patches in real space,
+    which the critic sees concatenated on the channel axis; otherwise ``(x, None)``.
+    """
+    if cfg.critic_condition == "residual":
+        stacks = stacks - clean
+
     def one(stack):
         if cfg.discriminator_loss == "mean":
             stack = patches_lib.mean_augment(stack)
         mode = "real" if cfg.discriminator_loss == "mean" else cfg.discriminator_loss
         return patches_lib.discriminator_input(patches_lib.to_patches(stack), mode, shift_all=cfg.shift_all)
 
-    out = jax.vmap(one)(stacks)
-    return out.reshape(-1, *out.shape[2:])
+    flat = lambda out: out.reshape(-1, *out.shape[2:])  # noqa: E731
+    x = flat(jax.vmap(one)(stacks))
+    if cfg.critic_condition == "none":
+        return x, None
+    return x, flat(jax.vmap(patches_lib.to_patches)(jnp.broadcast_to(clean, stacks.shape)))
+
+
+def _critic(cfg: TrainConfig, d_params, sn_state, condition):
+    """``x ↦ D(x)`` (scores per patch), with the conditioning patches (if any) prepended to ``x``'s channels;
+    the gradient penalty differentiates this with respect to ``x`` only."""
+    def apply(x):
+        inputs = x if condition is None else jnp.concatenate([condition, x], axis=-1)
+        return apply_discriminator(d_params, sn_state, inputs, update_stats=False, sigmoid=cfg.sigmoid)[0]
+    return apply
 
 
 def generate_batch(cfg: TrainConfig, g_params, keys, batch, *, train: bool = True):
@@ -194,15 +264,16 @@ def d_step(cfg: TrainConfig, state: TrainState, batch, axis_name: Optional[str] 
     keys = burst_keys(state, 0, global_batch, axis_name)
     gen_keys, eps_keys = jnp.moveaxis(jax.vmap(lambda k: jax.random.split(k))(keys), 1, 0)
     fake = jax.lax.stop_gradient(generate_batch(cfg, state.g_params, gen_keys, batch))
-    real_in, fake_in = prepare(cfg, batch["noisy"]), prepare(cfg, fake)
+    real_in, condition = prepare(cfg, batch["noisy"], batch["clean"])
+    fake_in, _ = prepare(cfg, fake, batch["clean"])
     patches_per_burst = real_in.shape[0] // batch["clean"].shape[0]
     eps = jax.vmap(lambda k: jax.random.uniform(k, (patches_per_burst,)))(eps_keys).reshape(-1)
-    _, sn_state = apply_discriminator(state.d_params, state.sn_state, real_in[:1], update_stats=True,
+    first = real_in[:1] if condition is None else jnp.concatenate([condition[:1], real_in[:1]], axis=-1)
+    _, sn_state = apply_discriminator(state.d_params, state.sn_state, first, update_stats=True,
                                       sigmoid=cfg.sigmoid)
 
     def loss_fn(d_params):
-        d_apply = lambda x: apply_discriminator(d_params, sn_state, x, update_stats=False,  # noqa: E731
-                                                sigmoid=cfg.sigmoid)[0]
+        d_apply = _critic(cfg, d_params, sn_state, condition)
         d_real, d_fake = _mean(d_apply(real_in), axis_name), _mean(d_apply(fake_in), axis_name)
         gp = _mean(gradient_penalty(d_apply, real_in, fake_in, eps), axis_name)
         loss = -d_real + d_fake + cfg.lambda_gp * gp
@@ -226,7 +297,7 @@ def g_step(cfg: TrainConfig, state: TrainState, batch, lpips_params=None, axis_n
     """
     global_batch = batch["clean"].shape[0] * (1 if axis_name is None else jax.lax.psum(1, axis_name))
     keys = burst_keys(state, 1, global_batch, axis_name)
-    real_in = prepare(cfg, batch["noisy"])
+    real_in, condition = prepare(cfg, batch["noisy"], batch["clean"])
     lpips_apply = None
     if cfg.generator_loss != "none":
         lpips_apply = _perceptual_apply(cfg.generator_loss)
@@ -234,9 +305,8 @@ def g_step(cfg: TrainConfig, state: TrainState, batch, lpips_params=None, axis_n
             raise ValueError(f"generator_loss={cfg.generator_loss!r} needs lpips_params (load_perceptual)")
 
     def loss_fn(g_params):
-        fake_in = prepare(cfg, generate_batch(cfg, g_params, keys, batch))
-        scores, _ = apply_discriminator(state.d_params, state.sn_state, fake_in, update_stats=False,
-                                        sigmoid=cfg.sigmoid)
+        fake_in, _ = prepare(cfg, generate_batch(cfg, g_params, keys, batch), batch["clean"])
+        scores = _critic(cfg, state.d_params, state.sn_state, condition)(fake_in)
         adv = -_mean(scores, axis_name)
         loss, metrics = adv, dict(g_adv=adv)
         if lpips_apply is not None:

@@ -1,5 +1,6 @@
 """Tests of the embedded synthetic dataset: offline scenes, record format, determinism, noise statistics."""
 
+import dataclasses
 import math
 import pathlib
 import socket
@@ -75,6 +76,33 @@ def test_deterministic_by_seed(small):
     assert np.mean(a[0] != a[1]) > 0.5
 
 
+def test_read_noise_options():
+    """ELD's two read-noise fits: the truth holds each one's variance, and dark frames show its shape (the
+    Tukey-lambda data have heavy tails: excess kurtosis ~1.4, the Gaussian ones ~0; SE sqrt(24/n) = 0.02)."""
+    tukey = syn.SensorModel.eld_sony_a7s2(1.0, read_noise="tukey")
+    gauss = syn.SensorModel.eld_sony_a7s2(1.0)
+    assert gauss == syn.SensorModel()
+    assert tukey.read_scale_dn == pytest.approx(1.7607, rel=1e-4)
+    cols = np.zeros((128, 4))
+    d = gauss.dn_per_unit
+    t = syn.ground_truth(tukey, cols, (128, 128))
+    np.testing.assert_allclose(t["read"], (1.7607 * 2.12482) ** 2 / d**2, rtol=1e-3)  # sigma_TL * std(TL)
+    no_structure = dict(row_std_dn=0.0, periodic_dn=0.0, column_fpn_dn=0.0)
+    kurtosis = {}
+    for name, sensor in (("gaussian", gauss), ("tukey", tukey)):
+        sensor = dataclasses.replace(sensor, **no_structure)
+        dn = np.concatenate([syn.simulate_frame_dn(np.random.default_rng(i), np.zeros((128, 128, 4)), sensor, cols)
+                             for i in range(4)]).astype(np.float64).ravel()
+        z = dn - dn.mean()
+        np.testing.assert_allclose(z.var(), sensor.read_scale_dn ** 2 * (2.12482 ** 2 if name == "tukey" else 1)
+                                   + 1 / 12, rtol=4 * np.sqrt(2 / z.size) + 0.01)  # + rounding, 1 DN steps
+        kurtosis[name] = np.mean(z**4) / z.var() ** 2 - 3
+    assert abs(kurtosis["gaussian"]) < 0.1
+    assert kurtosis["tukey"] > 0.8
+    with pytest.raises(ValueError, match="read_noise"):
+        syn.SensorModel(read_noise="laplace")
+
+
 def test_tukey_variance_matches_scipy():
     from scipy import stats
 
@@ -88,7 +116,7 @@ def test_truth_in_learned_terms(small):
     assert d == pytest.approx((16383 - 512) / 100)
     np.testing.assert_allclose(t["shot"], 1.0 / d)
     np.testing.assert_allclose(t["uniform"], 1.0 / d)
-    np.testing.assert_allclose(t["read"], (1.7607 * 2.12482) ** 2 / d**2, rtol=1e-3)  # sigma_TL * std(TL)
+    np.testing.assert_allclose(t["read"], 3.3812 ** 2 / d**2, rtol=1e-4)  # ELD's Gaussian sigma_G at K = 1
     np.testing.assert_allclose(t["row"], 0.55339 / d, rtol=1e-4)
     np.testing.assert_allclose(t["variance_law_b"], t["read"] + t["uniform"] ** 2 / 12 + t["row"] ** 2
                                + t["periodic"] ** 2)

@@ -51,6 +51,21 @@ def test_pinned_parameter_count(channels, expected):
         "conv1": (64,), "conv2": (128,), "conv3": (256,), "conv4": (512,), "conv5": (1024,), "linear": (1,)}
 
 
+def test_width_scales_every_layer_and_apply_reads_it_from_the_weights():
+    width, channels = 16, 4
+    params, state = init_discriminator(jax.random.key(0), channels, width=width)
+    # (in, out, kernel) per conv: out = width × (1, 2, 4, 8, 16); the linear sees 16·width × 4 × 4 features.
+    convs = [(channels, 16, 3), (16, 32, 4), (32, 64, 4), (64, 128, 4), (128, 256, 3)]
+    expected = sum(k * k * c_in * c_out + c_out for c_in, c_out, k in convs) + 256 * 16 + 1
+    assert count_params(params) == expected
+    assert state["conv5"]["u"].shape == (16 * width,)
+    x = jax.random.uniform(jax.random.key(1), (3, 64, 64, channels))
+    scores, _ = apply_discriminator(params, state, x, update_stats=False)
+    assert scores.shape == (3,) and np.all(np.isfinite(scores))
+    with pytest.raises(ValueError, match="width"):
+        init_discriminator(jax.random.key(0), channels, width=0)
+
+
 def test_init_is_pytorch_uniform_and_unnormalised(critic):
     params, _ = critic
     kernel = params["conv2"]["kernel"]

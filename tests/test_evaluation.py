@@ -190,3 +190,52 @@ def test_evaluate_cli_missing_checkpoint(tmp_path, capsys):
         _cli("evaluate").main(["--checkpoint", str(tmp_path / "nope")])
     assert exit_info.value.code == 2
     assert "not a run folder" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------------
+# Exporting a generator for synthesize (experiments/export.py, checkpoint.without_sensor_maps)
+# ------------------------------------------------------------------------------------------------------
+def test_export_cli_round_trip_and_default_pickup(run_dir, model, tmp_path, capsys, monkeypatch):
+    from starlight_jax import generator, synthesize
+    from starlight_jax.checkpoint import load_generator
+
+    out = tmp_path / "default"
+    _cli("export").main(["--checkpoint", str(run_dir), "--out", str(out), "--note", "test"])
+    assert "generator.json" in capsys.readouterr().out
+    exported = load_generator(out)
+    assert exported.config == model.config
+    jax.tree_util.tree_map(np.testing.assert_array_equal, exported.params, model.params)
+    info = json.loads((out / "generator.json").read_text())["info"]
+    assert info["step"] == 0 and info["note"] == "test" and "export.py" in info["command"]
+    # synthesize(key, clean) with no params uses the exported folder when it is the default one.
+    monkeypatch.setattr(generator, "DEFAULT_MODEL_DIR", out)
+    clean = jax.numpy.full((32, 32, 4), 0.3)
+    key = jax.random.key(5)
+    np.testing.assert_array_equal(synthesize(key, clean), synthesize(key, clean, exported))
+
+
+def test_without_sensor_maps_leaves_the_random_components_unchanged():
+    from starlight_jax.checkpoint import without_sensor_maps
+
+    noise = parse_noiselist("shot_read_row_fixed1", fixed_shape=(64, 64))
+    fixed = 0.01 * jax.random.normal(jax.random.key(1), (64, 64, 4))
+    full = init_generator(jax.random.key(0), GeneratorConfig(noise=noise), fixed_pattern=fixed)
+    slim = without_sensor_maps(full)
+    assert slim.config.noise.noiselist == parse_noiselist("shot_read_row").noiselist
+    assert "fixed_pattern" not in slim.params["noise"]
+    # Keys are split in a fixed order over all components, so dropping the map leaves the other draws alone.
+    clean = jax.numpy.full((2, 64, 64, 4), 0.4)
+    key = jax.random.key(2)
+    with_map = generator_generate(full, key, clean, offset=jax.numpy.zeros(2, jax.numpy.int32))
+    np.testing.assert_allclose(generator_generate(slim, key, clean) + fixed, with_map, atol=1e-6)
+    # ... and the slim model applies to any image size.
+    assert generator_generate(slim, key, jax.numpy.full((80, 48, 4), 0.4)).shape == (80, 48, 4)
+    with pytest.raises(ValueError, match="Unet"):
+        without_sensor_maps(init_generator(jax.random.key(0), GeneratorConfig(noise=noise, network="Unet"),
+                                           fixed_pattern=fixed))
+
+
+def generator_generate(model, key, clean, offset=None):
+    from starlight_jax.generator import generate
+
+    return generate(model.params, key, clean, model.config, fixed_offset=offset)

@@ -137,6 +137,82 @@ def test_d_step_matches_hand_computed_loss_with_linear_critic(monkeypatch):
     assert int(new_state.step) == 1
 
 
+@pytest.mark.parametrize("condition", ["clean", "residual"])
+def test_conditional_critic_matches_hand_computed_loss(monkeypatch, condition):
+    """A linear critic on concat(clean, x): D = <clean, w_c> + <x, w_x>, with x the noisy patch or the
+    residual. The penalty differentiates with respect to x only, so it is (|w_x| - 1)², whatever w_c is."""
+    def linear_critic(params, sn_state, x, *, update_stats, sigmoid=False):
+        return jnp.sum(x * params["w"], axis=(1, 2, 3)), sn_state
+
+    monkeypatch.setattr(training, "apply_discriminator", linear_critic)
+    cfg = training.TrainConfig(noiselist="shot_read", compat="starlight", network="noUnet",
+                               discriminator_loss="real", critic_condition=condition, frames=1, crop_size=64)
+    assert cfg.d_channels == 8
+    rng = np.random.default_rng(3)
+    w = rng.uniform(0.5, 1.5, (64, 64, 8))
+    w[..., 4:] *= 1.3 / np.linalg.norm(w[..., 4:])  # |w_x| = 1.3; |w_c| is about 60
+    w = w.astype(np.float32)
+    state = training.TrainState(
+        step=jnp.zeros((), jnp.int32), key=jax.random.key_data(jax.random.key(0)),
+        g_params={"noise": {"shot": jnp.float32(0), "read": jnp.float32(0)}}, d_params={"w": jnp.asarray(w)},
+        sn_state={}, g_opt=None, d_opt=optax.adam(cfg.lr, cfg.b1, cfg.b2).init({"w": w}))
+    batch = _toy_batch(b=2, t=1, seed=4)
+    _, m = jax.jit(functools.partial(training.d_step, cfg))(state, batch)
+
+    w64 = w.astype(np.float64)
+    clean, noisy = batch["clean"][:, 0].astype(np.float64), batch["noisy"][:, 0].astype(np.float64)
+    fake = clean  # shot = read = 0
+    x_real, x_fake = (noisy - clean, fake - clean) if condition == "residual" else (noisy, fake)
+    d = lambda x: (np.einsum("bhwc,hwc->b", clean, w64[..., :4]) + np.einsum("bhwc,hwc->b", x, w64[..., 4:]))  # noqa: E731
+    np.testing.assert_allclose(m["d_real"], d(x_real).mean(), rtol=1e-5)
+    np.testing.assert_allclose(m["d_fake"], d(x_fake).mean(), rtol=1e-5)
+    np.testing.assert_allclose(m["gp"], (1.3 - 1) ** 2, rtol=1e-4)
+
+
+def test_generator_learning_rate_decays_by_cosine_to_floor():
+    """With decay_steps, Adam's step on a constant gradient (size lr_t) follows the cosine schedule of the
+    generator's rates; the critic's rate stays constant."""
+    cfg = training.TrainConfig(noiselist="shot_read", network="noUnet", crop_size=64, frames=1,
+                               physics_lr=1e-2, decay_steps=10, decay_floor=0.1)
+    params = {"noise": {"shot": jnp.float32(0.0), "read": jnp.float32(0.0)}}
+    g_tx, d_tx = training._optimizers(cfg, params)
+    grads = jax.tree_util.tree_map(jnp.ones_like, params)
+    opt, d_opt, sizes, d_sizes = g_tx.init(params), d_tx.init(params), [], []
+    for _ in range(12):
+        updates, opt = g_tx.update(grads, opt, params)
+        sizes.append(-float(updates["noise"]["shot"]))
+        d_updates, d_opt = d_tx.update(grads, d_opt, params)
+        d_sizes.append(-float(d_updates["noise"]["shot"]))
+    t = np.minimum(np.arange(12), 10)
+    expected = 1e-2 * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * t / 10)))
+    np.testing.assert_allclose(sizes, expected, rtol=1e-4)
+    np.testing.assert_allclose(d_sizes, cfg.lr, rtol=1e-4)
+
+
+def test_data_init_fits_the_variance_law_and_seeds_the_state():
+    """data_init on y = x + sqrt(a x + b) ε recovers (a, b) (the fit's own accuracy is tested in
+    test_baselines; 2·10⁵ pixels per channel give ~1 % here); create_train_state stores them as logs."""
+    a, b = 4e-3, 2e-4
+    rng = np.random.default_rng(0)
+    clean = rng.uniform(0.05, 0.9, (8, 128, 64, 4))
+    noisy = clean + np.sqrt(a * clean + b) * rng.standard_normal(clean.shape)
+    cfg = training.TrainConfig(noiselist="shot_read_uniform", network="noUnet", crop_size=64, frames=1,
+                               init_from_data=True)
+    values = training.data_init(cfg, noisy, clean)
+    assert set(values) == {"shot", "read"}
+    np.testing.assert_allclose([values["shot"], values["read"]], [a, b], rtol=0.05)
+    state = training.create_train_state(jax.random.key(0), cfg, init_values=values)
+    np.testing.assert_allclose(np.exp(state.g_params["noise"]["shot"]), values["shot"], rtol=1e-6)
+    np.testing.assert_allclose(np.exp(state.g_params["noise"]["read"]), values["read"], rtol=1e-6)
+    # Noise-free pairs fit (0, 0), whose log is unusable: the fixed initial values are the floor.
+    from starlight_jax.noise import PHYSICS_INIT
+
+    read_only = dataclasses.replace(cfg, noiselist="read")
+    assert training.data_init(read_only, clean, clean) == {"read": PHYSICS_INIT["read"]}
+    with pytest.raises(ValueError, match="init_from_data"):
+        training.TrainConfig(compat="starlight", init_from_data=True)
+
+
 @pytest.fixture(scope="module")
 def toy_run(one_device, initial_state):
     """Two critic steps of CFG on a separable toy burst from the initial state, compiled as the training
@@ -163,7 +239,7 @@ def test_d_step_loss_matches_reference_from_pieces(toy_run, initial_state):
         keys = training.burst_keys(state, 0, 1)
         gen_keys, eps_keys = jnp.moveaxis(jax.vmap(jax.random.split)(keys), 1, 0)
         fake = training.generate_batch(CFG, state.g_params, gen_keys, batch)
-        real_in, fake_in = training.prepare(CFG, batch["noisy"]), training.prepare(CFG, fake)
+        real_in, fake_in = training.prepare(CFG, batch["noisy"])[0], training.prepare(CFG, fake)[0]
         eps = jax.random.uniform(eps_keys[0], (2,))  # 2 patches (frames) in the burst
         _, sn = apply_discriminator(state.d_params, state.sn_state, real_in[:1], update_stats=True)
         d = lambda x: apply_discriminator(state.d_params, sn, x, update_stats=False)[0]  # noqa: E731
@@ -332,6 +408,8 @@ def cli():
     (["--crop_size", "96"], "--crop_size must be a positive multiple of 64"),
     (["--dataset", "pairs"], "--dataset pairs needs --data_dir"),
     (["--dataset", "pairs", "--data_dir", "{missing}"], "does not exist"),
+    (["--n_critic", "0"], "--n_critic must be >= 1"),
+    (["--critic_width", "-4"], "--critic_width must be >= 1"),
 ])
 def test_cli_bad_flags_exit_early(cli, monkeypatch, capsys, tmp_path, flags, message):
     import starlight_jax.data

@@ -18,12 +18,18 @@ model. In digital numbers (DN), for every frame t, packed pixel (i, j) and chann
 
    \mathrm{DN} = \mathrm{clip}_{[0, w]}\Big(\mathrm{round}\big(
        b_\mathrm{black} + p + \beta_c + f_c[j] + K\,\mathrm{Poisson}(x\,D/K)
-       + \sigma_{TL}\,\mathrm{TL}_\lambda + r_{t, \mathrm{row}(i, c)} + P_{t, c}[j]\big)\Big),
+       + \sigma_R\,\varepsilon + r_{t, \mathrm{row}(i, c)} + P_{t, c}[j]\big)\Big),
    \qquad \mathrm{noisy} = \mathrm{clip}_{[0, 1]}\big((\mathrm{DN} - b_\mathrm{black}) / D\big)
 
 * ``K`` system gain (DN per electron); ``x`` the clean value; ``D = (white - black) / ratio`` DN per
   unit of the [0, 1] scale (ELD-style digital gain ``ratio``), so ``x = 1`` is ``D / K`` electrons;
-* ``TL_lambda`` a Tukey-lambda read-noise variable (heavier tails than a Gaussian), new per pixel;
+* ``epsilon`` the read-noise variable, new per pixel: a standard Gaussian by default, with ``sigma_R`` from
+  ELD's Gaussian calibration of this sensor (``g_scale``: 3.381 DN at K = 1); or, with
+  ``SensorModel(read_noise="tukey")``, a Tukey-lambda variable (ELD's better-fitting, heavier-tailed model,
+  ``G_scale``/``G_shape``: std 3.74 DN at K = 1). The default is Gaussian so that the learned model's
+  ``read`` has an unambiguous true value; with Tukey data the best Gaussian in distribution is narrower
+  than the variance (ELD's own two fits of the A7S2 differ by 18 % in variance: a GAN trained on the Tukey
+  data recovered ELD's Gaussian value, 4.60e-4 vs 4.54e-4, not the variance 5.56e-4; docs/training_notes.md);
 * ``r`` one Gaussian offset per *sensor* row and frame (R/G1 share even rows, G2/B odd rows);
 * ``P`` a weak periodic column pattern of period 4 packed columns: ``A (u cos(pi j / 2) + v sin(pi j / 2))``
   with ``u, v ~ N(0, 1)`` new per frame and channel (zero mean, per-pixel std ``A``);
@@ -43,8 +49,8 @@ are chosen (stated below).
 **Ground truth in the learned model's terms** (``dataset.truth``; normalised [0, 1] units, ``[C]`` arrays
 where per channel). With residual ``n = noisy - clean - fixed_pattern`` (away from clipping):
 
-* ``shot`` a = K / D and ``read`` b = sigma_TL^2 Var(TL_lambda) / D^2 of the law Var[n | x] = a x + b.
-  ``read`` holds the Tukey read noise only: quantisation is its own term (``uniform``);
+* ``shot`` a = K / D and ``read`` b = sigma_R^2 Var(epsilon) / D^2 of the law Var[n | x] = a x + b.
+  ``read`` holds the read noise only: quantisation is its own term (``uniform``);
   ``read_with_quantisation`` = read + uniform^2 / 12 folds it in;
 * ``variance_law_b``: every signal-independent term of one pixel's variance, read + uniform^2/12 + row^2
   + periodic^2, i.e. the intercept a plain a x + b fit of this data finds;
@@ -89,6 +95,7 @@ TEST_SCENES = ("chelsea", "gravel")
 CHANNEL_NAMES = ("R", "G1", "G2", "B")
 
 # --- ELD Sony A7S2 calibration (SonyA7S2_params.npy, "Profile-1"), log-linear laws in log K ----------
+_ELD_GAUSS_SCALE_LAW = (0.5407496124, 1.2182371213)               # log sigma_G  = slope * log K + bias
 _ELD_TUKEY_SCALE_LAW = (0.46210495986526035, 0.5657147358616816)  # log sigma_TL = slope * log K + bias
 _ELD_ROW_SCALE_LAW = (0.5275360468633209, -0.5917002648887661)    # log sigma_R  = slope * log K + bias
 _ELD_TUKEY_LAMBDA = -0.08571429                                   # G_shape[8] (18 calibrated values)
@@ -105,10 +112,12 @@ class SensorModel:
 
     # System gain K, DN per photo-electron. ELD A7S2 calibrated range: Kmin 0.0939, Kmax 6.011.
     system_gain: float = 1.0
-    # Tukey-lambda read noise: shape lambda (ELD G_shape[8]) and scale sigma_TL in DN
-    # (= exp(0.4621 log K + 0.5657) = 1.7607 at K = 1). Its std is sigma_TL * sqrt(Var(TL_lambda)) = 3.74 DN.
+    # Read noise: "gaussian" with std read_scale_dn (ELD g_scale: exp(0.5407 log K + 1.2182) = 3.381 DN at
+    # K = 1), or "tukey": Tukey-lambda of shape tukey_lambda (ELD G_shape[8]) and scale read_scale_dn (ELD
+    # G_scale: exp(0.4621 log K + 0.5657) = 1.7607 at K = 1, std 3.74 DN); see eld_sony_a7s2.
+    read_noise: str = "gaussian"
     tukey_lambda: float = _ELD_TUKEY_LAMBDA
-    read_scale_dn: float = _log_linear(_ELD_TUKEY_SCALE_LAW, 1.0)
+    read_scale_dn: float = _log_linear(_ELD_GAUSS_SCALE_LAW, 1.0)
     # Row noise std in DN (= exp(0.5275 log K - 0.5917) = 0.5534 at K = 1), one value per sensor row.
     row_std_dn: float = _log_linear(_ELD_ROW_SCALE_LAW, 1.0)
     # 14-bit A7S2 black and white level (ELD).
@@ -130,17 +139,21 @@ class SensorModel:
     periodic_period: int = 4
 
     @classmethod
-    def eld_sony_a7s2(cls, system_gain: float, **overrides) -> SensorModel:
-        """The ELD A7S2 sensor at gain ``system_gain``: read and row scales from the calibrated laws."""
+    def eld_sony_a7s2(cls, system_gain: float, read_noise: str = "gaussian", **overrides) -> SensorModel:
+        """The ELD A7S2 sensor at gain ``system_gain``: read and row scales from the calibrated laws of
+        ``read_noise`` ("gaussian" or "tukey")."""
         if not 0.0939 <= system_gain <= 6.011:
             raise ValueError(f"system_gain={system_gain} is outside the ELD A7S2 calibrated range [0.0939, 6.011]")
-        return cls(system_gain=system_gain, read_scale_dn=_log_linear(_ELD_TUKEY_SCALE_LAW, system_gain),
+        law = _ELD_TUKEY_SCALE_LAW if read_noise == "tukey" else _ELD_GAUSS_SCALE_LAW
+        return cls(system_gain=system_gain, read_noise=read_noise, read_scale_dn=_log_linear(law, system_gain),
                    row_std_dn=_log_linear(_ELD_ROW_SCALE_LAW, system_gain), **overrides)
 
     def __post_init__(self):
         for f in ("system_gain", "ratio"):
             if not getattr(self, f) > 0:
                 raise ValueError(f"SensorModel.{f} must be > 0, got {getattr(self, f)}")
+        if self.read_noise not in ("gaussian", "tukey"):
+            raise ValueError(f"SensorModel.read_noise must be 'gaussian' or 'tukey', got {self.read_noise!r}")
         if not self.tukey_lambda > -0.5:
             raise ValueError(f"SensorModel.tukey_lambda must be > -0.5 (finite variance), got {self.tukey_lambda}")
         if not self.white_level > self.black_level:
@@ -257,7 +270,10 @@ def simulate_frame_dn(rng: np.random.Generator, clean: np.ndarray, sensor: Senso
     h, w, c = clean.shape
     d, k = sensor.dn_per_unit, sensor.system_gain
     dn = rng.poisson(clean.astype(np.float64) * (d / k)).astype(np.float32) * np.float32(k)
-    dn += np.float32(sensor.read_scale_dn) * _tukey(rng, sensor.tukey_lambda, (h, w, c))
+    if sensor.read_noise == "tukey":
+        dn += np.float32(sensor.read_scale_dn) * _tukey(rng, sensor.tukey_lambda, (h, w, c))
+    else:
+        dn += np.float32(sensor.read_scale_dn) * rng.standard_normal((h, w, c), dtype=np.float32)
     rows = rng.normal(0.0, sensor.row_std_dn, size=2 * h).astype(np.float32)  # one per sensor row
     dn += np.stack([rows[0::2], rows[0::2], rows[1::2], rows[1::2]], axis=-1)[:, None, :]
     phase = 2 * np.pi * np.arange(w) / sensor.periodic_period
@@ -283,7 +299,8 @@ def ground_truth(sensor: SensorModel, column_dn: np.ndarray, frame_size: tuple[i
     """The ``truth`` dict (see the module docstring) for ``sensor`` and its column offsets."""
     d = sensor.dn_per_unit
     ones = np.ones(4)
-    read = sensor.read_scale_dn**2 * tukey_lambda_variance(sensor.tukey_lambda) / d**2
+    unit_variance = tukey_lambda_variance(sensor.tukey_lambda) if sensor.read_noise == "tukey" else 1.0
+    read = sensor.read_scale_dn**2 * unit_variance / d**2
     q = 1.0 / d
     row, periodic = sensor.row_std_dn / d, sensor.periodic_dn / d
     fixed = np.broadcast_to((column_dn / d).astype(np.float32)[None], (*frame_size, 4)).copy()

@@ -36,13 +36,14 @@ SN_COLLECTION = "batch_stats"
 LEAKY_SLOPE = 0.1
 SN_EPS = 1e-12
 
-# (name, out channels, kernel, stride); every conv pads 1 pixel on each side.
+WIDTH = 64  # conv1's channels in the original; the others are 2×, 4×, 8×, 16× this
+# (name, out channels as a multiple of the width, kernel, stride); every conv pads 1 pixel on each side.
 _CONVS = (
-    ("conv1", 64, 3, 1),
-    ("conv2", 128, 4, 2),
-    ("conv3", 256, 4, 2),
-    ("conv4", 512, 4, 2),
-    ("conv5", 1024, 3, 2),
+    ("conv1", 1, 3, 1),
+    ("conv2", 2, 4, 2),
+    ("conv3", 4, 4, 2),
+    ("conv4", 8, 4, 2),
+    ("conv5", 16, 3, 2),
 )
 LAYERS = tuple(name for name, *_ in _CONVS) + ("linear",)
 
@@ -143,10 +144,13 @@ class Discriminator(nn.Module):
       sigmoid: squash scores into (0, 1). The released script used it, the pretrained model evidently did
         not (SPEC §12.11), so the default is the plain WGAN critic.
       patch_size: side of the square input patches (64 in the original, 16·1024 = 16384 linear inputs).
+      width: channels of conv1 (64 in the original); conv2..conv5 have 2, 4, 8 and 16 times as many. A
+        narrower critic (16) costs 1/16 of the FLOPs, which is what makes CPU training practical.
     """
 
     sigmoid: bool = False
     patch_size: int = PATCH_SIZE
+    width: int = WIDTH
 
     @nn.compact
     def __call__(self, x: jax.Array, *, update_stats: bool) -> jax.Array:
@@ -168,8 +172,8 @@ class Discriminator(nn.Module):
                 f"patch shape {x.shape[-3:-1]} (x shape {x.shape}).")
         lead = x.shape[:-3]
         y = x.reshape(-1, *x.shape[-3:])
-        for name, features, k, stride in _CONVS:
-            y = SNConv(features, k, stride, name=name)(y, update_stats=update_stats)
+        for name, multiple, k, stride in _CONVS:
+            y = SNConv(multiple * self.width, k, stride, name=name)(y, update_stats=update_stats)
             y = nn.leaky_relu(y, LEAKY_SLOPE)
         # NCHW flattening, as torch's x.view(N, -1), so the linear weight ports without a permutation.
         y = jnp.transpose(y, (0, 3, 1, 2)).reshape(y.shape[0], -1)
@@ -180,7 +184,7 @@ class Discriminator(nn.Module):
 
 
 def init_discriminator(key: jax.Array, channels: int, *, sigmoid: bool = False,
-                       patch_size: int = PATCH_SIZE) -> tuple[Any, Any]:
+                       patch_size: int = PATCH_SIZE, width: int = WIDTH) -> tuple[Any, Any]:
     """Creates discriminator weights and spectral-norm state.
 
     Args:
@@ -188,6 +192,7 @@ def init_discriminator(key: jax.Array, channels: int, *, sigmoid: bool = False,
       channels: input channels C (see ``patches.discriminator_channels``).
       sigmoid: see :class:`Discriminator`; only recorded here to mirror :func:`apply_discriminator`.
       patch_size: side of the square input patches.
+      width: see :class:`Discriminator`.
 
     Returns:
       ``(params, sn_state)``: trainable weights, and the ``u``/``sigma`` state of :data:`SN_COLLECTION`.
@@ -197,7 +202,9 @@ def init_discriminator(key: jax.Array, channels: int, *, sigmoid: bool = False,
     if patch_size < 16 or patch_size % 16:
         raise ValueError(
             f"patch_size must be a positive multiple of 16 (four stride-2 convs), got {patch_size!r}.")
-    model = Discriminator(sigmoid=sigmoid, patch_size=patch_size)
+    if width < 1:
+        raise ValueError(f"width must be a positive int, got {width!r}.")
+    model = Discriminator(sigmoid=sigmoid, patch_size=patch_size, width=width)
     x = jnp.zeros((1, patch_size, patch_size, channels), jnp.float32)
     variables = model.init(key, x, update_stats=False)
     return variables["params"], variables[SN_COLLECTION]
@@ -222,7 +229,8 @@ def apply_discriminator(params: Any, sn_state: Any, x: jax.Array, *, update_stat
     Returns:
       ``(scores [...], new_sn_state)``.
     """
-    model = Discriminator(sigmoid=sigmoid, patch_size=patch_size)
+    # The width is read off the weights, so callers need not carry it.
+    model = Discriminator(sigmoid=sigmoid, patch_size=patch_size, width=params["conv1"]["kernel"].shape[-1])
     variables = {"params": params, SN_COLLECTION: sn_state}
     if update_stats:
         scores, updates = model.apply(variables, x, update_stats=True, mutable=[SN_COLLECTION])

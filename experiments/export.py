@@ -1,0 +1,47 @@
+"""Export a trained generator as the slim files `starlight_jax.synthesize` loads (no critic, no optimiser).
+
+    python experiments/export.py --checkpoint checkpoints/<run> --out checkpoints/default --drop_fixed
+
+``--out checkpoints/default`` replaces the model `synthesize(key, clean)` uses when given no params.
+``--drop_fixed`` removes the ``fixed1``/``learnedfixed`` maps (they belong to one sensor and frame size) so
+that the model applies to images of any size; only for ``noUnet`` generators. The command, run and step
+are recorded in ``generator.json`` under ``info``.
+"""
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from starlight_jax.cli import add_checkpoint_flags, fail  # noqa: E402
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_checkpoint_flags(ap, REPO / "checkpoints")
+    ap.add_argument("--out", required=True, help="folder for generator.json + generator.npz")
+    ap.add_argument("--drop_fixed", action="store_true", help="drop the sensor's fixed-pattern maps")
+    ap.add_argument("--note", default="", help="free text stored in generator.json")
+    args = ap.parse_args(argv)
+
+    from starlight_jax.checkpoint import load_noise_model, save_generator, without_sensor_maps
+
+    try:
+        model, cfg, info = load_noise_model(args.checkpoint, args.which, root=REPO / "checkpoints")
+        if args.drop_fixed:
+            model = without_sensor_maps(model)
+    except (FileNotFoundError, ValueError) as e:
+        fail(str(e))
+    info = {**info, "trained_with": cfg.noiselist, "exported_noiselist": model.config.noise.noiselist,
+            "command": " ".join(["python", "experiments/export.py", *(sys.argv[1:] if argv is None else argv)]),
+            "note": args.note}
+    folder = save_generator(model, args.out, info)
+    print(f"[starlight-jax] wrote {folder / 'generator.json'} and generator.npz ({model.config.noise.noiselist}, "
+          f"step {info['step']} of {info['run_dir']})")
+
+
+if __name__ == "__main__":
+    main()
