@@ -35,6 +35,9 @@ def main(argv=None):
             model = without_sensor_maps(model)
     except (FileNotFoundError, ValueError) as e:
         fail(str(e))
+    run_dir = pathlib.Path(info["run_dir"])
+    if run_dir.is_relative_to(REPO):  # keep machine-specific paths out of shipped files
+        info["run_dir"] = str(run_dir.relative_to(REPO))
     info = {**info, "trained_with": cfg.noiselist, "exported_noiselist": model.config.noise.noiselist,
             "command": " ".join(["python", "experiments/export.py", *(sys.argv[1:] if argv is None else argv)]),
             "note": args.note}

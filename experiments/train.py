@@ -1,6 +1,6 @@
 """Train the physics-informed GAN noise model (WGAN-GP), the original's `train_gan_noisemodel.py`.
 
-    python experiments/train.py --noiselist shot_read_uniform --epochs 2
+    python experiments/train.py --noiselist shot_read_uniform_row_periodic_fixed1   # the embedded default, ~5 min on 2 CPU cores
     python experiments/train.py --noiselist shot_read_uniform_row1_rowt_fixed1_periodic --batch_size 1 --gpus 1
     python experiments/train.py --dataset pairs --data_dir ../shared/data/srgb_pairs/nam --channels 3
 
@@ -66,11 +66,16 @@ def parse_args(argv=None):
     g.add_argument("--lr", type=float, default=2e-4)
     g.add_argument("--physics_lr", type=float, default=None,
                    help="learning rate of the physical scalars (physics default 2e-2; not with --compat starlight)")
+    g.add_argument("--physics_optimizer", choices=["adam", "nsgd"], default="nsgd",
+                   help="optimiser of the physical scalars with --physics_lr: nsgd (default; the group's gradient "
+                        "normalised and averaged, docs/training_notes.md) or adam")
     g.add_argument("--lr_decay", choices=["cosine", "none"], default=None,
                    help="cosine decay of the generator's learning rates over the run, to 5%% (default cosine with "
                         "--compat physics, none with starlight)")
     g.add_argument("--init_from_data", action=argparse.BooleanOptionalAction, default=None,
                    help="start shot/read at a Poisson-Gaussian fit of the training pairs (physics default: on)")
+    g.add_argument("--critic_warmup", type=int, default=None,
+                   help="critic steps before the first generator step (physics default 200, starlight 0)")
     g.add_argument("--n_critic", type=int, default=None, help="critic steps per generator step (GPU default 5, "
                    "the original's; CPU default 1)")
     g.add_argument("--lambda_gp", type=float, default=10.0)
@@ -112,6 +117,8 @@ def main(argv=None):
         fail(f"--noiselist: {e}")
     if args.crop_size is not None and (args.crop_size < 64 or args.crop_size % 64):
         fail(f"--crop_size must be a positive multiple of 64 (the discriminator's patch size), got {args.crop_size}")
+    if args.critic_warmup is not None and args.critic_warmup < 0:
+        fail(f"--critic_warmup must be >= 0, got {args.critic_warmup}")
     for flag in ("n_critic", "critic_width", "eval_every", "batch_size", "frames", "epochs", "steps"):
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
             fail(f"--{flag} must be >= 1, got {getattr(args, flag)}")
@@ -150,6 +157,7 @@ def main(argv=None):
         fail(f"--dataset {args.dataset}: {e}")
     devices = args.devices or jax.local_device_count()
     total_steps = args.steps or epochs * (len(dataset.train) // (args.batch_size * devices))
+    warmup = (200 if args.compat == "physics" else 0) if args.critic_warmup is None else args.critic_warmup
     lr_decay = args.lr_decay or ("cosine" if args.compat == "physics" else "none")
     physics_lr = args.physics_lr
     if physics_lr is None and args.compat == "physics":
@@ -160,7 +168,8 @@ def main(argv=None):
             unet_widths=args.unet_widths, sigmoid=args.sigmoid, critic_width=critic_width, **critic,
             generator_loss=args.generator_loss or ("lpips" if args.compat == "starlight" else "none"), lr=args.lr, physics_lr=physics_lr, n_critic=n_critic,
             init_from_data=args.compat == "physics" if args.init_from_data is None else args.init_from_data,
-            decay_steps=max(1, total_steps // n_critic) if lr_decay == "cosine" else None,
+            critic_warmup=warmup, physics_optimizer=args.physics_optimizer,
+            decay_steps=max(1, (total_steps - warmup) // n_critic) if lr_decay == "cosine" else None,
             lambda_gp=args.lambda_gp, batch_size=args.batch_size, frames=frames, crop_size=crop,
             channels=args.channels or dataset.channels, seed=args.seed)
     except ValueError as e:

@@ -221,7 +221,7 @@ def train_and_evaluate(cfg: training.TrainConfig, run: RunConfig, *, resume: boo
             batch = dp.put_batch(next(loader))
             new_state, d_metrics = d_step(state, batch)
             out = dp.metrics(d_metrics)
-            if step % cfg.n_critic == 0:
+            if training.generator_steps_at(cfg, step):
                 new_state, g_metrics = g_step(new_state, batch)
                 out.update(dp.metrics(g_metrics))
             bad = [k for k, v in out.items() if not math.isfinite(v)]

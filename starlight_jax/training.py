@@ -59,6 +59,11 @@ class TrainConfig:
     b1: float = 0.5
     b2: float = 0.999
     physics_lr: Optional[float] = None
+    # How the physical scalars step (with physics_lr): "adam", or "nsgd": the gradient of the whole group
+    # normalised to unit norm, averaged over steps (EMA 0.9), a step of length physics_lr. Adam normalises each scalar on its own, so a weak but
+    # persistent gradient (e.g. on the shot scale while the critic mostly sees too little dark noise) moves
+    # as fast as a strong one; nsgd keeps the direction of the group's gradient.
+    physics_optimizer: str = "adam"
     # Cosine decay of the generator's learning rates to `decay_floor` of their value over this many
     # generator updates (None: constant). It damps the GAN's oscillation of the physical scalars about the
     # equilibrium, so the last checkpoint sits near it instead of on a random phase of the orbit.
@@ -68,6 +73,9 @@ class TrainConfig:
     # (physics only); the GAN then splits and refines it. Off: the fixed initial values of `noise.PHYSICS_INIT`.
     init_from_data: bool = False
     n_critic: int = 5
+    # Critic steps before the first generator step: a freshly initialised critic's gradient points in an
+    # arbitrary but persistent direction, which would drag a data-initialised generator away first.
+    critic_warmup: int = 0
     lambda_gp: float = 10.0
     # Data shape: bursts per device, frames per burst, crop.
     batch_size: int = 1
@@ -86,6 +94,10 @@ class TrainConfig:
         if self.crop_size < 64 or self.crop_size % 64:
             raise ValueError(f"crop_size must be a positive multiple of 64 (the discriminator's patch), "
                              f"got {self.crop_size}")
+        if self.physics_optimizer not in ("adam", "nsgd"):
+            raise ValueError(f"physics_optimizer must be 'adam' or 'nsgd', got {self.physics_optimizer!r}")
+        if self.critic_warmup < 0:
+            raise ValueError(f"critic_warmup must be >= 0, got {self.critic_warmup}")
         for name in ("batch_size", "frames", "n_critic", "critic_width"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -132,6 +144,20 @@ class TrainState:
     d_opt: Any
 
 
+def generator_steps_at(cfg: TrainConfig, step) -> bool:
+    """Whether critic step ``step`` (0-based) is followed by a generator step."""
+    return step >= cfg.critic_warmup and (step - cfg.critic_warmup) % cfg.n_critic == 0
+
+
+def _nsgd(cfg: TrainConfig):
+    lr = cfg.physics_lr
+    if cfg.decay_steps:
+        lr = optax.cosine_decay_schedule(lr, cfg.decay_steps, cfg.decay_floor)
+    # An average (not a sum) of unit-norm directions, so that a steady gradient moves the group by `lr`.
+    return optax.chain(optax.normalize_by_update_norm(scale_factor=1.0), optax.ema(decay=0.9, debias=False),
+                       optax.scale_by_learning_rate(lr))
+
+
 def _optimizers(cfg: TrainConfig, g_params):
     adam = lambda lr: optax.adam(lr, b1=cfg.b1, b2=cfg.b2)  # noqa: E731
     d_tx = adam(cfg.lr)
@@ -145,7 +171,8 @@ def _optimizers(cfg: TrainConfig, g_params):
     else:
         labels = jax.tree_util.tree_map_with_path(
             lambda path, _: "physics" if getattr(path[0], "key", None) == "noise" else "net", g_params)
-        g_tx = optax.multi_transform({"physics": adam(cfg.physics_lr), "net": adam(cfg.lr)}, labels)
+        physics = adam(cfg.physics_lr) if cfg.physics_optimizer == "adam" else _nsgd(cfg)
+        g_tx = optax.multi_transform({"physics": physics, "net": adam(cfg.lr)}, labels)
     # The fixed1 map is data (a measured dark frame), not a parameter: never updated.
     g_tx = optax.chain(optax.masked(optax.set_to_zero(), fixed), g_tx)
     return g_tx, d_tx

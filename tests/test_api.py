@@ -160,3 +160,22 @@ def test_shape_errors_fire_under_jit():
     with pytest.raises(ValueError, match="learned_fixed.*\\[Hf, Wf, 3\\]"):
         jax.jit(lambda k, x: sj.synthesize(k, x, params, noiselist="shot_read_learnedfixed"))(
             jax.random.key(0), jnp.zeros((4, 8, 8, 3)))
+
+
+def test_shipped_default_model_recovers_the_embedded_truth():
+    """checkpoints/default was trained on the embedded data: its shot and read scales are within 10 % of
+    that data's truth (README: how it was produced). Fails if a worse model is shipped."""
+    import numpy as np
+
+    from starlight_jax import generator, noise
+    from starlight_jax.data import SensorModel
+    from starlight_jax.data.synthetic import ground_truth
+
+    if not (generator.DEFAULT_MODEL_DIR / "generator.json").is_file():
+        pytest.skip("no checkpoints/default in this checkout")
+    model = generator.default_model()
+    scales = noise.scales(model.params["noise"], model.config.noise)
+    truth = ground_truth(SensorModel(), np.zeros((8, 4)), (8, 8))
+    for name in ("shot", "read"):
+        np.testing.assert_allclose(float(scales[name]), truth[name].mean(), rtol=0.10, err_msg=name)
+    assert not model.config.noise.fixed  # exported without the sensor's map: any image size works

@@ -189,6 +189,32 @@ def test_generator_learning_rate_decays_by_cosine_to_floor():
     np.testing.assert_allclose(d_sizes, cfg.lr, rtol=1e-4)
 
 
+def test_nsgd_keeps_the_direction_of_the_physics_gradient():
+    """A steady gradient (3, 4) on (shot, read): nsgd steps physics_lr along (0.6, 0.8), where Adam steps
+    physics_lr along (1, 1) (each scalar normalised on its own)."""
+    params = {"noise": {"shot": jnp.float32(0.0), "read": jnp.float32(0.0)}}
+    grads = {"noise": {"shot": jnp.float32(3.0), "read": jnp.float32(4.0)}}
+    steps = {}
+    for name in ("nsgd", "adam"):
+        cfg = training.TrainConfig(noiselist="shot_read", network="noUnet", crop_size=64, frames=1,
+                                   physics_lr=1e-2, physics_optimizer=name)
+        g_tx, _ = training._optimizers(cfg, params)
+        opt = g_tx.init(params)
+        for _ in range(100):  # the EMA (0.9) of nsgd has settled after 100 steps: 0.9^100 ~ 3e-5
+            updates, opt = g_tx.update(grads, opt, params)
+        steps[name] = [-float(updates["noise"]["shot"]), -float(updates["noise"]["read"])]
+    np.testing.assert_allclose(steps["nsgd"], [6e-3, 8e-3], rtol=1e-3)
+    np.testing.assert_allclose(steps["adam"], [1e-2, 1e-2], rtol=1e-3)
+
+
+def test_generator_steps_follow_warmup_and_n_critic():
+    cfg = training.TrainConfig(noiselist="shot_read", network="noUnet", crop_size=64, n_critic=2, critic_warmup=3)
+    assert [s for s in range(10) if training.generator_steps_at(cfg, s)] == [3, 5, 7, 9]
+    assert [s for s in range(4) if training.generator_steps_at(CFG, s)] == [0, 2]  # no warm-up: the original
+    with pytest.raises(ValueError, match="critic_warmup"):
+        dataclasses.replace(cfg, critic_warmup=-1)
+
+
 def test_data_init_fits_the_variance_law_and_seeds_the_state():
     """data_init on y = x + sqrt(a x + b) ε recovers (a, b) (the fit's own accuracy is tested in
     test_baselines; 2·10⁵ pixels per channel give ~1 % here); create_train_state stores them as logs."""
