@@ -1,6 +1,6 @@
 """Train the physics-informed GAN noise model (WGAN-GP), the original's `train_gan_noisemodel.py`.
 
-    python experiments/train.py --noiselist shot_read_uniform_row_periodic_fixed1   # the embedded default, ~5 min on 2 CPU cores
+    python experiments/train.py --noiselist shot_read_uniform_row_periodic_fixed1   # embedded default, ~5 min on 2 cores
     python experiments/train.py --noiselist shot_read_uniform_row1_rowt_fixed1_periodic --batch_size 1 --gpus 1
     python experiments/train.py --dataset pairs --data_dir ../shared/data/srgb_pairs/nam --channels 3
 
@@ -33,10 +33,15 @@ CPU_DEFAULTS = dict(crop_size=64, frames=8, network="noUnet", epochs=40, critic_
                     eval_every=200)
 GPU_DEFAULTS = dict(crop_size=256, frames=16, network="Unet", epochs=200, critic_width=64, n_critic=5,
                     eval_every=100)
-# The critic the physics mode trains against by default (docs/training_notes.md): real-space patches of the
-# residual beside the clean patch. compat="starlight" keeps the original's unconditional Fourier critic.
-CRITIC_DEFAULTS = {"physics": dict(discriminator_loss="real", critic_condition="residual"),
-                   "starlight": dict(discriminator_loss="fourier", critic_condition="none")}
+# Defaults that follow --compat (docs/compat.md, docs/training_notes.md): the physics mode's critic sees the
+# residual beside the clean patch, its scalars start from the data and have their own rate; starlight keeps
+# the original's unconditional Fourier critic, fixed inits, one constant Adam rate and the LPIPS term.
+COMPAT_DEFAULTS = {
+    "physics": dict(discriminator_loss="real", critic_condition="residual", critic_warmup=200, lr_decay="cosine",
+                    init_from_data=True, physics_lr=2e-2, generator_loss="none"),
+    "starlight": dict(discriminator_loss="fourier", critic_condition="none", critic_warmup=0, lr_decay="none",
+                      init_from_data=False, physics_lr=None, generator_loss="lpips"),
+}
 
 
 def parse_args(argv=None):
@@ -145,8 +150,8 @@ def main(argv=None):
     pick = lambda name: getattr(args, name) if getattr(args, name) is not None else defaults[name]  # noqa: E731
     crop, frames, network = pick("crop_size"), pick("frames"), pick("network")
     epochs, critic_width, n_critic = pick("epochs"), pick("critic_width"), pick("n_critic")
-    critic = {k: getattr(args, k) if getattr(args, k) is not None else v
-              for k, v in CRITIC_DEFAULTS[args.compat].items()}
+    mode = {k: getattr(args, k) if getattr(args, k) is not None else v
+            for k, v in COMPAT_DEFAULTS[args.compat].items()}
     frame_size = args.frame_size or (128 if on_cpu else 256)
     if on_cpu:
         print(f"[starlight-jax] CPU run: crop {crop}, {frames} frames, network {network}, critic width "
@@ -160,19 +165,13 @@ def main(argv=None):
         fail(f"--dataset {args.dataset}: {e}")
     devices = args.devices or jax.local_device_count()
     total_steps = args.steps or epochs * (len(dataset.train) // (args.batch_size * devices))
-    warmup = (200 if args.compat == "physics" else 0) if args.critic_warmup is None else args.critic_warmup
-    lr_decay = args.lr_decay or ("cosine" if args.compat == "physics" else "none")
-    physics_lr = args.physics_lr
-    if physics_lr is None and args.compat == "physics":
-        physics_lr = 2e-2
+    lr_decay = mode.pop("lr_decay")
+    decay_steps = max(1, (total_steps - mode["critic_warmup"]) // n_critic) if lr_decay == "cosine" else None
     try:
         cfg = training.TrainConfig(
             noiselist=args.noiselist, compat=args.compat, network=network, unet_opts=args.unet_opts,
-            unet_widths=args.unet_widths, sigmoid=args.sigmoid, critic_width=critic_width, **critic,
-            generator_loss=args.generator_loss or ("lpips" if args.compat == "starlight" else "none"), lr=args.lr, physics_lr=physics_lr, n_critic=n_critic,
-            init_from_data=args.compat == "physics" if args.init_from_data is None else args.init_from_data,
-            critic_warmup=warmup, physics_optimizer=args.physics_optimizer,
-            decay_steps=max(1, (total_steps - warmup) // n_critic) if lr_decay == "cosine" else None,
+            unet_widths=args.unet_widths, sigmoid=args.sigmoid, critic_width=critic_width, **mode, lr=args.lr,
+            n_critic=n_critic, physics_optimizer=args.physics_optimizer, decay_steps=decay_steps,
             lambda_gp=args.lambda_gp, batch_size=args.batch_size, frames=frames, crop_size=crop,
             channels=args.channels or dataset.channels, seed=args.seed)
     except ValueError as e:
@@ -185,7 +184,7 @@ def main(argv=None):
         if crop < 64 or cfg.channels < 3:
             fail("--generator_loss lpips needs 64-px patches with at least 3 channels")
     name = args.run_name or "_".join(x for x in ("noisemodel", network, cfg.generator.noise.noiselist,
-                                                 str(crop), args.dataset, critic["discriminator_loss"], args.notes) if x)
+                                                 str(crop), args.dataset, cfg.discriminator_loss, args.notes) if x)
     run = train_loop.RunConfig(workdir=str(pathlib.Path(args.save_path) / name), dataset=args.dataset,
                                data_dir=args.data_dir, dataset_options=tuple(options.items()), steps=args.steps,
                                epochs=epochs, eval_every=pick("eval_every"), keep=args.keep, parallel=args.parallel,

@@ -74,15 +74,14 @@ def load_config(workdir) -> tuple[training.TrainConfig, RunConfig]:
     return training.TrainConfig(**train), RunConfig(**run)
 
 
-def _data_init(cfg: training.TrainConfig, dataset, pipe, max_batches: int = 8) -> dict:
-    """`training.data_init` on the first training batches of epoch 0 (deterministic in the seed)."""
-    from starlight_jax.data import make_loader
+def _data_init(cfg: training.TrainConfig, dataset, global_batch: int, max_batches: int = 8) -> dict:
+    """`training.data_init` on the first ``max_batches`` training batches of epoch 0 (deterministic in the
+    seed): the loader's bursts depend on their position only, so these are the first bursts read one by one."""
+    from starlight_jax.evaluation import load_batches
 
-    loader = make_loader(dataset, "train", pipe)
-    try:
-        batches = [loader.batch_at(0, i) for i in range(min(max_batches, loader.batches_per_epoch))]
-    finally:
-        loader.close()
+    n_bursts = max(1, min(max_batches, len(dataset.split("train")) // global_batch)) * global_batch
+    batches = load_batches(dataset, "train", crop_size=cfg.crop_size, frames=cfg.frames, seed=cfg.seed,
+                           max_bursts=n_bursts)
     noisy = np.concatenate([b["noisy"] for b in batches])
     clean = np.broadcast_to(np.concatenate([b["clean"] for b in batches]), noisy.shape)
     return training.data_init(cfg, noisy, clean)
@@ -159,7 +158,7 @@ def train_and_evaluate(cfg: training.TrainConfig, run: RunConfig, *, resume: boo
     fixed = dataset.fixed_pattern if cfg.generator.noise.fixed else None
     init_values = None
     if cfg.init_from_data:
-        init_values = _data_init(cfg, dataset, pipe)
+        init_values = _data_init(cfg, dataset, global_batch)
         log(f"initial shot/read from a Poisson-Gaussian fit of the training pairs: {init_values}")
     state = training.create_train_state(jax.random.key(cfg.seed), cfg, fixed_pattern=fixed,
                                         init_values=init_values)

@@ -60,9 +60,9 @@ class TrainConfig:
     b2: float = 0.999
     physics_lr: Optional[float] = None
     # How the physical scalars step (with physics_lr): "adam", or "nsgd": the gradient of the whole group
-    # normalised to unit norm, averaged over steps (EMA 0.9), a step of length physics_lr. Adam normalises each scalar on its own, so a weak but
-    # persistent gradient (e.g. on the shot scale while the critic mostly sees too little dark noise) moves
-    # as fast as a strong one; nsgd keeps the direction of the group's gradient.
+    # normalised to unit norm, averaged over steps (EMA 0.9), a step of length physics_lr. Adam normalises
+    # each scalar on its own, so a weak but persistent gradient (e.g. on the shot scale while the critic
+    # mostly sees too little dark noise) moves as fast as a strong one; nsgd keeps the group's direction.
     physics_optimizer: str = "adam"
     # Cosine decay of the generator's learning rates to `decay_floor` of their value over this many
     # generator updates (None: constant). It damps the GAN's oscillation of the physical scalars about the
@@ -149,10 +149,7 @@ def generator_steps_at(cfg: TrainConfig, step) -> bool:
     return step >= cfg.critic_warmup and (step - cfg.critic_warmup) % cfg.n_critic == 0
 
 
-def _nsgd(cfg: TrainConfig):
-    lr = cfg.physics_lr
-    if cfg.decay_steps:
-        lr = optax.cosine_decay_schedule(lr, cfg.decay_steps, cfg.decay_floor)
+def _nsgd(lr):
     # An average (not a sum) of unit-norm directions, so that a steady gradient moves the group by `lr`.
     return optax.chain(optax.normalize_by_update_norm(scale_factor=1.0), optax.ema(decay=0.9, debias=False),
                        optax.scale_by_learning_rate(lr))
@@ -161,18 +158,20 @@ def _nsgd(cfg: TrainConfig):
 def _optimizers(cfg: TrainConfig, g_params):
     adam = lambda lr: optax.adam(lr, b1=cfg.b1, b2=cfg.b2)  # noqa: E731
     d_tx = adam(cfg.lr)
-    if cfg.decay_steps:  # the generator's rates only: the critic must keep tracking the generator
-        adam = lambda lr: optax.adam(optax.cosine_decay_schedule(lr, cfg.decay_steps, cfg.decay_floor),  # noqa: E731
-                                     b1=cfg.b1, b2=cfg.b2)
+
+    def g_rate(lr):  # the generator's rates only decay: the critic must keep tracking the generator
+        return optax.cosine_decay_schedule(lr, cfg.decay_steps, cfg.decay_floor) if cfg.decay_steps else lr
+
     fixed = lambda p: jax.tree_util.tree_map_with_path(  # noqa: E731
         lambda path, _: any(getattr(k, "key", None) == "fixed_pattern" for k in path), p)
     if cfg.physics_lr is None:
-        g_tx = adam(cfg.lr)
+        g_tx = adam(g_rate(cfg.lr))
     else:
         labels = jax.tree_util.tree_map_with_path(
             lambda path, _: "physics" if getattr(path[0], "key", None) == "noise" else "net", g_params)
-        physics = adam(cfg.physics_lr) if cfg.physics_optimizer == "adam" else _nsgd(cfg)
-        g_tx = optax.multi_transform({"physics": physics, "net": adam(cfg.lr)}, labels)
+        physics_rate = g_rate(cfg.physics_lr)
+        physics = adam(physics_rate) if cfg.physics_optimizer == "adam" else _nsgd(physics_rate)
+        g_tx = optax.multi_transform({"physics": physics, "net": adam(g_rate(cfg.lr))}, labels)
     # The fixed1 map is data (a measured dark frame), not a parameter: never updated.
     g_tx = optax.chain(optax.masked(optax.set_to_zero(), fixed), g_tx)
     return g_tx, d_tx
@@ -248,12 +247,17 @@ def prepare(cfg: TrainConfig, stacks, clean=None):
     return x, flat(jax.vmap(patches_lib.to_patches)(jnp.broadcast_to(clean, stacks.shape)))
 
 
+def _critic_input(condition, x):
+    """What the critic sees: ``x`` with the conditioning patches (if any) prepended on the channel axis."""
+    return x if condition is None else jnp.concatenate([condition, x], axis=-1)
+
+
 def _critic(cfg: TrainConfig, d_params, sn_state, condition):
-    """``x ↦ D(x)`` (scores per patch), with the conditioning patches (if any) prepended to ``x``'s channels;
-    the gradient penalty differentiates this with respect to ``x`` only."""
+    """``x ↦ D(x)`` (scores per patch) on :func:`_critic_input`; the gradient penalty differentiates this
+    with respect to ``x`` only."""
     def apply(x):
-        inputs = x if condition is None else jnp.concatenate([condition, x], axis=-1)
-        return apply_discriminator(d_params, sn_state, inputs, update_stats=False, sigmoid=cfg.sigmoid)[0]
+        return apply_discriminator(d_params, sn_state, _critic_input(condition, x), update_stats=False,
+                                   sigmoid=cfg.sigmoid)[0]
     return apply
 
 
@@ -295,7 +299,7 @@ def d_step(cfg: TrainConfig, state: TrainState, batch, axis_name: Optional[str] 
     fake_in, _ = prepare(cfg, fake, batch["clean"])
     patches_per_burst = real_in.shape[0] // batch["clean"].shape[0]
     eps = jax.vmap(lambda k: jax.random.uniform(k, (patches_per_burst,)))(eps_keys).reshape(-1)
-    first = real_in[:1] if condition is None else jnp.concatenate([condition[:1], real_in[:1]], axis=-1)
+    first = _critic_input(None if condition is None else condition[:1], real_in[:1])
     _, sn_state = apply_discriminator(state.d_params, state.sn_state, first, update_stats=True,
                                       sigmoid=cfg.sigmoid)
 
