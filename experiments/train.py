@@ -106,6 +106,8 @@ def parse_args(argv=None):
     g.add_argument("--eval_every", type=int, default=None,
                    help="critic steps between test evaluations and checkpoints (CPU default 200, GPU 100)")
     g.add_argument("--keep", type=int, default=3, help="latest checkpoints to keep")
+    g.add_argument("--max_minutes", type=float, help="stop cleanly after this much training time (checkpoint "
+                   "saved; --resume continues); the learning-rate schedule still follows --steps/--epochs")
     g.add_argument("--parallel", default="shard", choices=["shard", "pmap"])
     g.add_argument("--devices", "--gpus", dest="devices", type=int, default=None,
                    help="local devices to use (default all)")
@@ -130,6 +132,8 @@ def main(argv=None):
     for flag in ("n_critic", "critic_width", "eval_every", "batch_size", "frames", "epochs", "steps"):
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
             fail(f"--{flag} must be >= 1, got {getattr(args, flag)}")
+    if args.max_minutes is not None and args.max_minutes <= 0:
+        fail(f"--max_minutes must be > 0, got {args.max_minutes}")
     if args.dataset != "synthetic" and args.data_dir is None:
         fail(f"--dataset {args.dataset} needs --data_dir")
     if args.data_dir is not None and not os.path.isdir(args.data_dir):
@@ -188,7 +192,8 @@ def main(argv=None):
     run = train_loop.RunConfig(workdir=str(pathlib.Path(args.save_path) / name), dataset=args.dataset,
                                data_dir=args.data_dir, dataset_options=tuple(options.items()), steps=args.steps,
                                epochs=epochs, eval_every=pick("eval_every"), keep=args.keep, parallel=args.parallel,
-                               devices=args.devices, progress=not args.no_progress)
+                               devices=args.devices, progress=not args.no_progress,
+                               max_seconds=60 * args.max_minutes if args.max_minutes else None)
     print(f"[starlight-jax] run folder: {run.workdir}")
     print(f"[starlight-jax] TensorBoard: tensorboard --logdir {pathlib.Path(run.workdir) / 'tb'}")
     t0 = time.time()

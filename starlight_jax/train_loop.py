@@ -48,6 +48,7 @@ class RunConfig:
     devices: Optional[int] = None
     test_bursts: int = 4  # test bursts per evaluation
     progress: bool = True
+    max_seconds: Optional[float] = None  # wall-clock budget: stop cleanly (checkpoint saved) once spent
 
 
 class NonFiniteLoss(RuntimeError):
@@ -215,8 +216,9 @@ def train_and_evaluate(cfg: training.TrainConfig, run: RunConfig, *, resume: boo
         if tag_metrics is not None:
             _save(best, int(host.step), host, position, metrics=tag_metrics)
 
+    deadline = time.monotonic() + run.max_seconds if run.max_seconds else math.inf
     try:
-        while step < total and stop["signal"] is None:
+        while step < total and stop["signal"] is None and time.monotonic() < deadline:
             batch = dp.put_batch(next(loader))
             new_state, d_metrics = d_step(state, batch)
             out = dp.metrics(d_metrics)
@@ -268,6 +270,9 @@ def train_and_evaluate(cfg: training.TrainConfig, run: RunConfig, *, resume: boo
         checkpoint(state)
     if stop["signal"] is not None:
         log(f"stopped by signal {stop['signal']} at step {step}; checkpoint saved, continue with --resume")
+    elif step < total:
+        log(f"stopped after the time budget of {run.max_seconds:.0f} s at step {step} of {total}; checkpoint "
+            f"saved, continue with --resume")
     history["step"] = step
     history.update(_physical_values(cfg, dp.get_state(state).g_params))
     return history

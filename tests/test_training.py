@@ -12,6 +12,7 @@ import dataclasses
 import functools
 import importlib.util
 import pathlib
+import types
 
 import jax
 import jax.numpy as jnp
@@ -358,11 +359,11 @@ def test_multi_device_losses_match_single_device(one_device, initial_state):
 # ------------------------------------------------------------------------------------------------------
 # The training loop: exact resume, existing run folders, non-finite losses
 # ------------------------------------------------------------------------------------------------------
-def _run(workdir, steps, resume=False):
+def _run(workdir, steps, resume=False, max_seconds=None, log=lambda *_: None):
     run = train_loop.RunConfig(workdir=str(workdir), dataset="synthetic", dataset_options=(("frame_size", (64, 64)),),
                                steps=steps, eval_every=10_000, log_every=10_000, keep=3, devices=1, test_bursts=1,
-                               progress=False)
-    return train_loop.train_and_evaluate(CFG, run, resume=resume, log=lambda *_: None)
+                               progress=False, max_seconds=max_seconds)
+    return train_loop.train_and_evaluate(CFG, run, resume=resume, log=log)
 
 
 @pytest.fixture(scope="module")
@@ -389,6 +390,20 @@ def test_resume_is_bit_exact(straight_run, half_run, initial_state):
     # Not vacuous: training moved the critic and the generator away from their initial values.
     assert not np.array_equal(got.d_params["conv1"]["kernel"], initial_state.d_params["conv1"]["kernel"])
     assert not np.array_equal(got.g_params["noise"]["read"], initial_state.g_params["noise"]["read"])
+
+
+def test_time_budget_stops_with_a_checkpoint_that_resumes_exactly(monkeypatch, tmp_path, straight_run, initial_state):
+    # A fake clock that advances one second per reading: the budget of K + 0.5 s allows exactly K steps.
+    ticks = iter(range(10_000))
+    monkeypatch.setattr(train_loop, "time", types.SimpleNamespace(monotonic=lambda: float(next(ticks))))
+    messages = []
+    assert _run(tmp_path, 2 * K, max_seconds=K + 0.5, log=messages.append)["step"] == K
+    assert any("time budget" in m and f"step {K} of {2 * K}" in m for m in messages), messages
+    assert _run(tmp_path, 2 * K, resume=True)["step"] == 2 * K
+    got, got_loader, _ = train_loop.restore_state(tmp_path, initial_state)
+    want, want_loader, _ = train_loop.restore_state(straight_run, initial_state)
+    assert got_loader == want_loader
+    _tree_equal(got, want)
 
 
 def test_existing_checkpoints_without_resume_raise(straight_run):
@@ -436,6 +451,7 @@ def cli():
     (["--dataset", "pairs", "--data_dir", "{missing}"], "does not exist"),
     (["--n_critic", "0"], "--n_critic must be >= 1"),
     (["--critic_width", "-4"], "--critic_width must be >= 1"),
+    (["--max_minutes", "0"], "--max_minutes must be > 0"),
 ])
 def test_cli_bad_flags_exit_early(cli, monkeypatch, capsys, tmp_path, flags, message):
     import starlight_jax.data
