@@ -18,7 +18,8 @@ import time
 import jax
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-PEERS = REPO.parent / "shared" / "peers"
+# The peer lives beside the repository; STARLIGHT_PEERS points elsewhere (e.g. a copy on a GPU machine).
+PEERS = pathlib.Path(os.environ.get("STARLIGHT_PEERS", REPO.parent / "shared" / "peers"))
 
 
 def time_fn(fn, *, repeats: int, warmup: int = 1):

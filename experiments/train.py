@@ -55,6 +55,8 @@ def parse_args(argv=None):
     g.add_argument("--unet_opts", default="residualFalse_conv_tconv_selu")
     g.add_argument("--unet_widths", type=lambda s: tuple(int(x) for x in s.split(",")),
                    help="comma-separated encoder widths, e.g. 8,16,32,64,64 for a small U-Net")
+    g.add_argument("--unet_skip", action="store_true", help="Unet/Unet_cat: output (x + n) + gate * U-Net, the "
+                   "gate starting at 0, so the U-Net learns a correction to the physical noise")
     g.add_argument("--discriminator_loss", default=None, help="critic input domain (physics default real, "
                    "starlight default fourier)", choices=["real", "fourier", "mixed", "complex", "mean"])
     g.add_argument("--generator_loss", default=None, choices=["none", "lpips", "lpips_vgg"],
@@ -174,7 +176,8 @@ def main(argv=None):
     try:
         cfg = training.TrainConfig(
             noiselist=args.noiselist, compat=args.compat, network=network, unet_opts=args.unet_opts,
-            unet_widths=args.unet_widths, sigmoid=args.sigmoid, critic_width=critic_width, **mode, lr=args.lr,
+            unet_widths=args.unet_widths, unet_skip=args.unet_skip, sigmoid=args.sigmoid, critic_width=critic_width,
+            **mode, lr=args.lr,
             n_critic=n_critic, physics_optimizer=args.physics_optimizer, decay_steps=decay_steps,
             lambda_gp=args.lambda_gp, batch_size=args.batch_size, frames=frames, crop_size=crop,
             channels=args.channels or dataset.channels, seed=args.seed)

@@ -141,7 +141,7 @@ class Baselines(NamedTuple):
 
 def fit_baselines(dataset, *, crop_size: int, frames: int, seed: int = 0, max_bursts: Optional[int] = None,
                   subtract_fixed_pattern: bool = True, censoring_margin: Optional[float] = 3.0) -> Baselines:
-    """Fits `GaussianBaseline` and `PoissonGaussianBaseline` on the train split.
+    r"""Fits `GaussianBaseline` and `PoissonGaussianBaseline` on the train split.
 
     Real data are clipped to [0, 1]; black-level-subtracted raw data therefore lose the negative half of
     the noise of dark pixels, which biases a plain noise-level-function fit (``a`` high, ``b`` low: by

@@ -38,6 +38,10 @@ class GeneratorConfig:
         later) or ``"patches_before"`` (the U-Net sees each 64×64 tile of a ``[..., T, H, W, C]`` burst on
         its own, as the original's ``split_into_patches``; the tiles are put back in place, so the output
         keeps the burst's shape and tiling it again gives the original's patches).
+      unet_skip: ``"Unet"``/``"Unet_cat"`` only: y ← (x + n) + g ⊙ Net(·) with a per-channel gate ``g``
+        (``params["gate"]``) that starts at 0, so training starts from the physical model and the U-Net
+        learns a correction to it (the ReZero idea). Off by default, as in the original, whose U-Net must
+        first learn to reproduce its input.
     """
 
     noise: NoiseConfig = dataclasses.field(default_factory=lambda: parse_noiselist(DEFAULT_NOISELIST))
@@ -45,12 +49,16 @@ class GeneratorConfig:
     unet_opts: str = "residualFalse_conv_tconv_selu"
     unet_widths: Optional[tuple[int, ...]] = None
     patches: str = "patches_after"
+    unet_skip: bool = False
 
     def __post_init__(self):
         if self.network not in NETWORKS:
             raise ValueError(f"network must be one of {NETWORKS}, got {self.network!r}")
         if self.patches not in PATCH_MODES:
             raise ValueError(f"patches must be one of {PATCH_MODES}, got {self.patches!r}")
+        if self.unet_skip and self.network not in ("Unet", "Unet_cat"):
+            raise ValueError(f"unet_skip needs network 'Unet' or 'Unet_cat' (it adds the noisy image to the "
+                             f"U-Net's output), got {self.network!r}")
         if self.network != "noUnet":
             _unet(self)  # parses unet_opts now, so a bad string fails before anything is traced
 
@@ -80,6 +88,8 @@ def init_generator(key, config: GeneratorConfig, *, fixed_pattern=None) -> Noise
         c = config.channels
         x = jnp.zeros((1, 64, 64, 2 * c if config.network == "Unet_cat" else c), jnp.float32)
         params["net"] = _unet(config).init(key, x, train=False)["params"]
+    if config.unet_skip:
+        params["gate"] = jnp.zeros((config.channels,), jnp.float32)
     return NoiseModel(params=params, config=config)
 
 
@@ -117,9 +127,10 @@ def generate(params, key, clean, config: GeneratorConfig, *, train: bool = False
 
             shape = net_in.shape if net_in.ndim >= 4 else (1, *net_in.shape)
             tiles = net(patches_lib.to_patches(net_in.reshape(shape)))
-            y = patches_lib.from_patches(tiles, (*shape[:-1], tiles.shape[-1])).reshape(y.shape)
+            out = patches_lib.from_patches(tiles, (*shape[:-1], tiles.shape[-1])).reshape(y.shape)
         else:
-            y = net(net_in)
+            out = net(net_in)
+        y = y + params["gate"] * out if config.unet_skip else out
     return jnp.clip(y, 0.0, 1.0)
 
 

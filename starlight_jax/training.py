@@ -46,6 +46,7 @@ class TrainConfig:
     network: str = "Unet"
     unet_opts: str = "residualFalse_conv_tconv_selu"
     unet_widths: Optional[tuple[int, ...]] = None
+    unet_skip: bool = False  # GeneratorConfig.unet_skip: the U-Net corrects the physical model's output
     # Discriminator input domain (real, fourier, mixed, complex, mean) and output sigmoid.
     discriminator_loss: str = "fourier"
     sigmoid: bool = False
@@ -114,12 +115,14 @@ class TrainConfig:
             raise ValueError("physics_lr is not available under compat='starlight' (one Adam for all of G)")
         if self.network != "noUnet" and self.crop_size % 16:
             raise ValueError(f"the U-Net needs crop_size divisible by 16, got {self.crop_size}")
+        if self.unet_skip and self.network not in ("Unet", "Unet_cat"):
+            raise ValueError(f"unet_skip needs network 'Unet' or 'Unet_cat', got {self.network!r}")
 
     @property
     def generator(self) -> GeneratorConfig:
         noise = parse_noiselist(self.noiselist, compat=self.compat, channels=self.channels)
         return GeneratorConfig(noise=noise, network=self.network, unet_opts=self.unet_opts,
-                               unet_widths=self.unet_widths)
+                               unet_widths=self.unet_widths, unet_skip=self.unet_skip)
 
     @property
     def shift_all(self) -> bool:
@@ -177,17 +180,23 @@ def _optimizers(cfg: TrainConfig, g_params):
     return g_tx, d_tx
 
 
+DATA_INIT_FLOOR = 1e-2  # of noise.PHYSICS_INIT, see data_init
+
+
 def data_init(cfg: TrainConfig, noisy, clean) -> dict:
     """Initial shot and read scales ``{"shot": a, "read": b}`` (those in ``cfg``'s noiselist) from a
-    per-channel Poisson-Gaussian fit of ``noisy`` vs ``clean``, averaged over channels, floored at the fixed
-    initial values (a fit can return 0, whose log is not a usable start)."""
+    per-channel Poisson-Gaussian fit of ``noisy`` vs ``clean``, averaged over channels.
+
+    A fit can return 0 (sRGB data often fit a = 0), whose log is not a usable start: each value is floored
+    at 1 % of its fixed initial value, small enough not to add noise the data do not have (flooring at the
+    fixed value itself gave sRGB runs a shot term of 1e-3, ~0.02 of noise std at mid-grey)."""
     from starlight_jax.baselines import fit_poisson_gaussian
     from starlight_jax.noise import PHYSICS_INIT
 
     fit = fit_poisson_gaussian(noisy, clean)
     noise = cfg.generator.noise
     values = {"shot": float(jnp.mean(fit.a)), "read": float(jnp.mean(fit.b))}
-    return {k: max(v, PHYSICS_INIT[k]) for k, v in values.items() if getattr(noise, k)}
+    return {k: max(v, DATA_INIT_FLOOR * PHYSICS_INIT[k]) for k, v in values.items() if getattr(noise, k)}
 
 
 def create_train_state(key, cfg: TrainConfig, *, fixed_pattern=None, init_values=None) -> TrainState:

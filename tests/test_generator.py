@@ -102,3 +102,29 @@ def test_bad_configs_raise():
         sj.GeneratorConfig(patches="before")
     with pytest.raises(ValueError, match="unet_opts"):
         sj.GeneratorConfig(network="Unet", unet_opts="residualMaybe_conv_tconv_selu")
+    for network in ("noUnet", "Unet_first"):
+        with pytest.raises(ValueError, match="unet_skip needs network"):
+            sj.GeneratorConfig(network=network, unet_skip=True)
+
+
+@pytest.mark.parametrize("network", ["Unet", "Unet_cat"])
+def test_unet_skip_starts_at_the_physical_model_and_learns_through_the_gate(network):
+    import dataclasses
+
+    cfg = dataclasses.replace(config(network), unet_skip=True)
+    model = sj.init_generator(jax.random.key(0), cfg)
+    np.testing.assert_array_equal(model.params["gate"], np.zeros(4))
+    physics = dataclasses.replace(cfg, network="noUnet", unet_skip=False)
+    x, key = clean(), jax.random.key(3)
+    out = sj.generate(model.params, key, x, cfg, train=False)
+    # The same noise key draws the same physical noise: at init the U-Net contributes exactly nothing.
+    np.testing.assert_array_equal(out, sj.generate({"noise": model.params["noise"]}, key, x, physics))
+
+    def loss(params):
+        return jnp.mean(sj.generate(params, key, x, cfg) ** 2)
+
+    grads = jax.grad(loss)(model.params)
+    assert float(jnp.abs(grads["gate"]).min()) > 0  # the gate opens from its first step
+    # With the gate open, the U-Net's output is added to the physical model's.
+    opened = {**model.params, "gate": jnp.full((4,), 0.5)}
+    assert not np.allclose(sj.generate(opened, key, x, cfg), out, atol=1e-3)

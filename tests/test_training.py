@@ -231,11 +231,16 @@ def test_data_init_fits_the_variance_law_and_seeds_the_state():
     state = training.create_train_state(jax.random.key(0), cfg, init_values=values)
     np.testing.assert_allclose(np.exp(state.g_params["noise"]["shot"]), values["shot"], rtol=1e-6)
     np.testing.assert_allclose(np.exp(state.g_params["noise"]["read"]), values["read"], rtol=1e-6)
-    # Noise-free pairs fit (0, 0), whose log is unusable: the fixed initial values are the floor.
+    # Noise-free pairs fit (0, 0), whose log is unusable: 1 % of the fixed initial values is the floor.
     from starlight_jax.noise import PHYSICS_INIT
 
     read_only = dataclasses.replace(cfg, noiselist="read")
-    assert training.data_init(read_only, clean, clean) == {"read": PHYSICS_INIT["read"]}
+    assert training.data_init(read_only, clean, clean) == {"read": 1e-2 * PHYSICS_INIT["read"]}
+    # Signal-independent noise (as sRGB data often fit) starts with a shot term far below the fixed init.
+    flat = clean + np.sqrt(b) * rng.standard_normal(clean.shape)
+    fitted = training.data_init(cfg, flat, clean)
+    assert fitted["shot"] < 0.1 * PHYSICS_INIT["shot"]
+    np.testing.assert_allclose(fitted["read"], b, rtol=0.05)
     with pytest.raises(ValueError, match="init_from_data"):
         training.TrainConfig(compat="starlight", init_from_data=True)
 
