@@ -217,6 +217,17 @@ def train_and_evaluate(cfg: training.TrainConfig, run: RunConfig, *, resume: boo
             _save(best, int(host.step), host, position, metrics=tag_metrics)
 
     deadline = time.monotonic() + run.max_seconds if run.max_seconds else math.inf
+
+    def evaluate_and_checkpoint(state):
+        ev = evaluate(cfg, dp.get_state(state).g_params, test_batches, eval_key)
+        history.update(ev)
+        metrics_file.write(json.dumps({"step": step, **ev}) + "\n")
+        metrics_file.flush()
+        for k, v in ev.items():
+            writer.add_scalar(f"test/{k}", v, step)
+        checkpoint(state, ev)
+        last["step"] = step
+
     try:
         while step < total and stop["signal"] is None and time.monotonic() < deadline:
             batch = dp.put_batch(next(loader))
@@ -244,14 +255,9 @@ def train_and_evaluate(cfg: training.TrainConfig, run: RunConfig, *, resume: boo
                 bar.set_postfix(d=f"{out['d_loss']:.3g}", g=f"{history.get('g_loss', float('nan')):.3g}",
                                 kld=f"{history.get('test_kld_mean', float('nan')):.3g}")
             if step % run.eval_every == 0 or step == total:
-                ev = evaluate(cfg, dp.get_state(state).g_params, test_batches, eval_key)
-                history.update(ev)
-                metrics_file.write(json.dumps({"step": step, **ev}) + "\n")
-                metrics_file.flush()
-                for k, v in ev.items():
-                    writer.add_scalar(f"test/{k}", v, step)
-                checkpoint(state, ev)
-                last["step"] = step
+                evaluate_and_checkpoint(state)
+        if step > last["step"] and stop["signal"] is None:  # the time budget ran out between evaluations
+            evaluate_and_checkpoint(state)
     except BaseException:
         if step > last["step"]:
             try:

@@ -115,6 +115,26 @@ def test_pairs_formats(tmp_path, fmt, channels):
         np.testing.assert_allclose(rec[kind][0], expect[(kind, rec["name"])], atol=1e-6)
 
 
+# 64²·3 bytes = 12 KiB per file, 3 reads of one pair: 1024 MB keeps both files (2 decodes), 0 keeps none
+# (6), 0.02 MB (20 KiB) keeps the first file read (noisy) but not the second (1 + 3 decodes).
+@pytest.mark.parametrize("cache_mb,decodes", [(1024, 2), (0, 6), (0.02, 4)])
+def test_pairs_decode_each_file_once_within_the_cache_budget(tmp_path, monkeypatch, cache_mb, decodes):
+    import starlight_jax.data.pairs as pairs_mod
+
+    _make_pairs(tmp_path, shape=(64, 64, 3), fmt="png8")
+    calls = []
+    real_read = pairs_mod.read_image
+    monkeypatch.setattr(pairs_mod, "read_image", lambda path: calls.append(path) or real_read(path))
+    ds = pairs_mod.load_pairs(tmp_path, cache_mb=cache_mb)
+    first = ds.train[0]
+    first["noisy"][...] = -1.0  # a reader's copy: mutating it must not reach the cache
+    again = [ds.train[0] for _ in range(2)]
+    assert len(calls) == decodes
+    for rec in again:
+        np.testing.assert_array_equal(rec["clean"], first["clean"])
+        assert rec["noisy"].min() >= 0.0
+
+
 def test_pairs_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_dataset("pairs", tmp_path / "nope")

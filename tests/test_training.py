@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import functools
 import importlib.util
+import math
 import pathlib
 import types
 
@@ -402,7 +403,9 @@ def test_time_budget_stops_with_a_checkpoint_that_resumes_exactly(monkeypatch, t
     ticks = iter(range(10_000))
     monkeypatch.setattr(train_loop, "time", types.SimpleNamespace(monotonic=lambda: float(next(ticks))))
     messages = []
-    assert _run(tmp_path, 2 * K, max_seconds=K + 0.5, log=messages.append)["step"] == K
+    stopped = _run(tmp_path, 2 * K, max_seconds=K + 0.5, log=messages.append)
+    assert stopped["step"] == K
+    assert math.isfinite(stopped["test_kld_mean"])  # the stopped state was evaluated, not only saved
     assert any("time budget" in m and f"step {K} of {2 * K}" in m for m in messages), messages
     assert _run(tmp_path, 2 * K, resume=True)["step"] == 2 * K
     got, got_loader, _ = train_loop.restore_state(tmp_path, initial_state)

@@ -12,6 +12,10 @@ along B instead (the training code then sees B x 1 frames).
 Split rule: pairs are sorted by file name; those at sorted positions ``test_every - 1, 2 * test_every - 1,
 ...`` (every 5th by default) form the test split, the rest the train split.
 
+Decoded files are kept in memory, as stored (8/16-bit), up to ``cache_mb`` per dataset (default 1024 MB):
+decoding a 512² PNG pair takes longer than a GPU training step, so re-reading the folder every step made
+training data-bound. Files beyond the budget are decoded at each read.
+
 Everything that can be checked from file headers is checked when the dataset is built: missing partner
 files, size, channel and bit-depth mismatches, unreadable headers. Pixel decoding errors surface when a
 pair is read, naming the file.
@@ -20,6 +24,7 @@ pair is read, naming the file.
 from __future__ import annotations
 
 import pathlib
+import threading
 from typing import Any
 
 from starlight_jax.data.base import BurstDataset, BurstSource, Item, ItemInfo, common_frame_shape
@@ -57,8 +62,26 @@ def scan_pairs(data_dir: str | pathlib.Path) -> list[tuple[str, pathlib.Path, pa
     return [(n, found["noisy"][n], found["clean"][n]) for n in sorted(found["noisy"])]
 
 
+class _DecodedCache:
+    """Decoded ``(array, bits)`` per file, up to ``max_bytes`` in all; thread-safe (loader workers share it)."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes, self.used, self._files, self._lock = max_bytes, 0, {}, threading.Lock()
+
+    def read(self, path: pathlib.Path):
+        hit = self._files.get(path)
+        if hit is not None:
+            return hit
+        decoded = read_image(path)
+        with self._lock:
+            if path not in self._files and self.used + decoded[0].nbytes <= self.max_bytes:
+                self._files[path] = decoded
+                self.used += decoded[0].nbytes
+        return decoded
+
+
 def _pair_item(name: str, noisy_path: pathlib.Path, clean_path: pathlib.Path,
-               max_value: float | None) -> tuple[Item, int]:
+               max_value: float | None, cache: _DecodedCache) -> tuple[Item, int]:
     hn, hc = probe_image(noisy_path), probe_image(clean_path)
     if hn.shape != hc.shape:
         raise ValueError(f"size mismatch: {noisy_path} is {hn.shape} (H, W, C) but {clean_path} is {hc.shape}")
@@ -69,20 +92,22 @@ def _pair_item(name: str, noisy_path: pathlib.Path, clean_path: pathlib.Path,
     def read(start: int, length: int) -> dict[str, Any]:
         out = {}
         for key, path in (("noisy", noisy_path), ("clean", clean_path)):
-            arr, bits = read_image(path)
+            arr, bits = cache.read(path)
             out[key] = to_unit_float(arr, bits, path, max_value)[None]
         return out
 
     return Item(ItemInfo(name, 1, hn.shape[:2]), read), hn.shape[2]
 
 
-def load_pairs(data_dir: str | pathlib.Path, *, test_every: int = 5, max_value: float | None = None) -> BurstDataset:
+def load_pairs(data_dir: str | pathlib.Path, *, test_every: int = 5, max_value: float | None = None,
+               cache_mb: float = 1024) -> BurstDataset:
     """Builds the pairs dataset of ``data_dir`` (see the module docstring).
 
     Args:
       data_dir: folder holding ``noisy/`` and ``clean/``.
       test_every: every ``test_every``-th sorted pair goes to the test split (>= 2).
       max_value: sample value that maps to 1.0 (default: 2**bits - 1 of each file).
+      cache_mb: memory for decoded files (as stored, 1-2 bytes per sample); 0 decodes at every read.
 
     Returns:
       A :class:`BurstDataset` with T = 1 bursts, 1 or 3 channels, no fixed pattern.
@@ -94,8 +119,9 @@ def load_pairs(data_dir: str | pathlib.Path, *, test_every: int = 5, max_value: 
     if test_every < 2:
         raise ValueError(f"test_every must be >= 2, got {test_every}")
     items, channels = [], {}
+    cache = _DecodedCache(int(cache_mb * 2**20))
     for name, noisy_path, clean_path in scan_pairs(data_dir):
-        item, c = _pair_item(name, noisy_path, clean_path, max_value)
+        item, c = _pair_item(name, noisy_path, clean_path, max_value, cache)
         items.append(item)
         channels.setdefault(c, noisy_path)
     if len(channels) > 1:
