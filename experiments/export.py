@@ -5,11 +5,13 @@
 ``--out checkpoints/default`` replaces the model `synthesize(key, clean)` uses when given no params.
 ``--drop_fixed`` removes the ``fixed1``/``learnedfixed`` maps (they belong to one sensor and frame size) so
 that the model applies to images of any size; only for ``noUnet`` generators. The command, run and step
-are recorded in ``generator.json`` under ``info``.
+are recorded in ``generator.json`` under ``info``, and the run's ``config.json`` is copied beside it, so
+that ``evaluate.py``, ``sample.py`` and ``denoise_benchmark.py`` take the exported folder as ``--checkpoint``.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import pathlib
 import sys
 
@@ -42,6 +44,12 @@ def main(argv=None):
             "command": " ".join(["python", "experiments/export.py", *(sys.argv[1:] if argv is None else argv)]),
             "note": args.note}
     folder = save_generator(model, args.out, info)
+    # The run's config beside the generator: evaluate.py, sample.py and denoise_benchmark.py take the folder.
+    config = json.loads((run_dir / "config.json").read_text())
+    workdir = pathlib.Path(config["run"]["workdir"])
+    if workdir.is_absolute() and workdir.is_relative_to(REPO):
+        config["run"]["workdir"] = str(workdir.relative_to(REPO))
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
     print(f"[starlight-jax] wrote {folder / 'generator.json'} and generator.npz ({model.config.noise.noiselist}, "
           f"step {info['step']} of {info['run_dir']})")
 

@@ -55,6 +55,8 @@ def parse_args(argv=None):
     g.add_argument("--unet_opts", default="residualFalse_conv_tconv_selu")
     g.add_argument("--unet_widths", type=lambda s: tuple(int(x) for x in s.split(",")),
                    help="comma-separated encoder widths, e.g. 8,16,32,64,64 for a small U-Net")
+    g.add_argument("--per_channel", action="store_true", help="one shot/read/uniform/row value per channel "
+                   "(sRGB data; a raw sensor's channels share them)")
     g.add_argument("--unet_skip", action="store_true", help="Unet/Unet_cat: output (x + n) + gate * U-Net, the "
                    "gate starting at 0, so the U-Net learns a correction to the physical noise")
     g.add_argument("--discriminator_loss", default=None, help="critic input domain (physics default real, "
@@ -177,7 +179,7 @@ def main(argv=None):
         cfg = training.TrainConfig(
             noiselist=args.noiselist, compat=args.compat, network=network, unet_opts=args.unet_opts,
             unet_widths=args.unet_widths, unet_skip=args.unet_skip, sigmoid=args.sigmoid, critic_width=critic_width,
-            **mode, lr=args.lr,
+            per_channel=args.per_channel, **mode, lr=args.lr,
             n_critic=n_critic, physics_optimizer=args.physics_optimizer, decay_steps=decay_steps,
             lambda_gp=args.lambda_gp, batch_size=args.batch_size, frames=frames, crop_size=crop,
             channels=args.channels or dataset.channels, seed=args.seed)

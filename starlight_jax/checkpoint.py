@@ -59,7 +59,9 @@ def load_noise_model(run_dir=None, which: Which = "latest", *, root="checkpoints
     """Loads a trained generator.
 
     Args:
-      run_dir: a run folder; None picks the newest under ``root``.
+      run_dir: a run folder, or a folder written by ``experiments/export.py`` (``generator.json`` +
+        ``generator.npz`` + the run's ``config.json``: ``which`` is then ignored); None picks the newest
+        run under ``root``.
       which: ``"latest"``, ``"best"`` or a step number.
       root: where to look when ``run_dir`` is None.
 
@@ -75,6 +77,13 @@ def load_noise_model(run_dir=None, which: Which = "latest", *, root="checkpoints
 
     run_dir = resolve_run(run_dir, root).resolve()
     cfg, _ = load_config(run_dir)
+    if (run_dir / "generator.npz").is_file() and not (run_dir / "latest").is_dir():
+        # An exported generator (experiments/export.py) beside its run's config.json: one model, no steps.
+        import json
+
+        model = load_generator(run_dir)
+        step = json.loads((run_dir / "generator.json").read_text()).get("info", {}).get("step")
+        return model, cfg, {"run_dir": str(run_dir), "step": step, "which": "exported"}
     folder = run_dir / ("best" if which == "best" else "latest")
     manager = ocp.CheckpointManager(folder, item_names=("state", "loader"))
     step = _pick_step(manager, which, folder)

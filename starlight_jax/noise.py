@@ -21,6 +21,9 @@ key                ``compat="starlight"`` (stored = used)      ``compat="physics
 ``fixed_pattern``  constant (Hf, Wf, C) map (not trained)      same
 =================  =========================================  =========================================
 
+With ``NoiseConfig.per_channel`` the scalars of `PER_CHANNEL_PARAMS` are ``[C]`` arrays (one per channel) that
+broadcast against ``[..., C]``; every formula is unchanged.
+
 `scales` turns stored parameters into the used values; `init_params` gives each mode's initial values.
 """
 from __future__ import annotations
@@ -46,6 +49,9 @@ STARLIGHT_INIT = dict(shot=0.2, read=0.02, uniform=0.1, column=0.002, column_t=0
 # shot variance 1e-3 per unit signal, read std ≈ 3e-3, 10-bit quantisation step, 1e-3 stripes.
 PHYSICS_INIT = dict(shot=1e-3, read=1e-5, uniform=1.0 / 1024, column=1e-3, column_t=1e-3, row=1e-3,
                     periodic=(1e-3, 1e-3, 1e-3))
+
+# Scalars that become one value per channel with NoiseConfig.per_channel (periodic stays shared).
+PER_CHANNEL_PARAMS = ("shot", "read", "uniform", "column", "column_t", "row")
 
 # One key per possible component, split in this fixed order, so that switching one component on or off
 # never changes the random draws of the others.
@@ -84,7 +90,9 @@ def init_params(cfg: NoiseConfig, *, fixed_pattern=None, learned_fixed=None) -> 
     Returns:
       A flat dict of float32 arrays (see the module docstring for keys and meaning).
     """
-    init = STARLIGHT_INIT if cfg.starlight else PHYSICS_INIT
+    init = dict(STARLIGHT_INIT if cfg.starlight else PHYSICS_INIT)
+    if cfg.per_channel:
+        init.update({k: np.full(cfg.channels, init[k], np.float32) for k in PER_CHANNEL_PARAMS})
     params = {}
     # Only what is used: under starlight, "shot" without "read" adds nothing, so it gets no parameter.
     if cfg.shot and (cfg.read or not cfg.starlight):

@@ -59,6 +59,10 @@ class NoiseConfig:
       shot_sampler: ``"gaussian"`` (differentiable, default) or ``"poisson"`` (exact Poisson counts at
         gain ``a``; physics only; not differentiable in ``a``).
       channels: number of image channels C.
+      per_channel: one value per channel (shape ``[C]``) for each of shot, read, uniform, column, column_t
+        and row, instead of one shared by the channels (physics only). A raw sensor's channels share its
+        gain and read noise, so the default shares them; after demosaicking, white balance and a tone curve
+        (sRGB) the channels' noise levels differ (Nam's green is ~30 % quieter than its red and blue).
       fixed_shape: (H, W) of the full-frame fixed-pattern map that crops are taken from.
     """
 
@@ -75,6 +79,7 @@ class NoiseConfig:
     shot_sampler: str = "gaussian"
     channels: int = 4
     fixed_shape: tuple[int, int] = CANON_FRAME
+    per_channel: bool = False
 
     def __post_init__(self):
         if self.compat not in COMPAT_MODES:
@@ -84,6 +89,8 @@ class NoiseConfig:
         if self.shot_sampler == "poisson" and self.compat == "starlight":
             raise ValueError("shot_sampler='poisson' needs compat='physics': the original's shot term is "
                              "a Gaussian with std a*x + b")
+        if self.per_channel and self.compat == "starlight":
+            raise ValueError("per_channel needs compat='physics': the original shares its scalars across channels")
         if not (isinstance(self.channels, int) and self.channels >= 1):
             raise ValueError(f"channels must be a positive int, got {self.channels!r}")
         if len(self.fixed_shape) != 2 or min(self.fixed_shape) < 1:
@@ -124,7 +131,8 @@ def parse_noiselist(noiselist: str | NoiseConfig, compat: str = "physics", **opt
         by any non-alphanumeric characters (``_``, ``-``, ``,``, ``+``, spaces). An existing
         `NoiseConfig` is returned unchanged (after applying ``options``).
       compat: ``"physics"`` or ``"starlight"``.
-      **options: other `NoiseConfig` fields (``channels``, ``shot_sampler``, ``fixed_shape``).
+      **options: other `NoiseConfig` fields (``channels``, ``shot_sampler``, ``fixed_shape``,
+        ``per_channel``).
 
     Returns:
       The `NoiseConfig`.

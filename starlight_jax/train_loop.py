@@ -252,6 +252,9 @@ def train_and_evaluate(cfg: training.TrainConfig, run: RunConfig, *, resume: boo
                 for k, v in record.items():
                     if isinstance(v, float):
                         writer.add_scalar(k if "/" in k else f"train/{k}", v, step)
+                    elif isinstance(v, list):  # per-channel (or periodic) values
+                        for i, x in enumerate(v):
+                            writer.add_scalar(f"{k}/{i}", x, step)
                 bar.set_postfix(d=f"{out['d_loss']:.3g}", g=f"{history.get('g_loss', float('nan')):.3g}",
                                 kld=f"{history.get('test_kld_mean', float('nan')):.3g}")
             if step % run.eval_every == 0 or step == total:

@@ -21,6 +21,7 @@ from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import struct
 
@@ -47,6 +48,7 @@ class TrainConfig:
     unet_opts: str = "residualFalse_conv_tconv_selu"
     unet_widths: Optional[tuple[int, ...]] = None
     unet_skip: bool = False  # GeneratorConfig.unet_skip: the U-Net corrects the physical model's output
+    per_channel: bool = False  # NoiseConfig.per_channel: one shot/read/... value per channel
     # Discriminator input domain (real, fourier, mixed, complex, mean) and output sigmoid.
     discriminator_loss: str = "fourier"
     sigmoid: bool = False
@@ -115,12 +117,15 @@ class TrainConfig:
             raise ValueError("physics_lr is not available under compat='starlight' (one Adam for all of G)")
         if self.network != "noUnet" and self.crop_size % 16:
             raise ValueError(f"the U-Net needs crop_size divisible by 16, got {self.crop_size}")
+        if self.per_channel and self.compat == "starlight":
+            raise ValueError("per_channel needs compat='physics' (the original shares its scalars across channels)")
         if self.unet_skip and self.network not in ("Unet", "Unet_cat"):
             raise ValueError(f"unet_skip needs network 'Unet' or 'Unet_cat', got {self.network!r}")
 
     @property
     def generator(self) -> GeneratorConfig:
-        noise = parse_noiselist(self.noiselist, compat=self.compat, channels=self.channels)
+        noise = parse_noiselist(self.noiselist, compat=self.compat, channels=self.channels,
+                                per_channel=self.per_channel)
         return GeneratorConfig(noise=noise, network=self.network, unet_opts=self.unet_opts,
                                unet_widths=self.unet_widths, unet_skip=self.unet_skip)
 
@@ -185,7 +190,8 @@ DATA_INIT_FLOOR = 1e-2  # of noise.PHYSICS_INIT, see data_init
 
 def data_init(cfg: TrainConfig, noisy, clean) -> dict:
     """Initial shot and read scales ``{"shot": a, "read": b}`` (those in ``cfg``'s noiselist) from a
-    per-channel Poisson-Gaussian fit of ``noisy`` vs ``clean``, averaged over channels.
+    per-channel Poisson-Gaussian fit of ``noisy`` vs ``clean``, averaged over channels (kept per channel,
+    as ``[C]`` arrays, when the noise model has ``per_channel``).
 
     A fit can return 0 (sRGB data often fit a = 0), whose log is not a usable start: each value is floored
     at 1 % of its fixed initial value, small enough not to add noise the data do not have (flooring at the
@@ -195,6 +201,9 @@ def data_init(cfg: TrainConfig, noisy, clean) -> dict:
 
     fit = fit_poisson_gaussian(noisy, clean)
     noise = cfg.generator.noise
+    if noise.per_channel:
+        values = {"shot": np.asarray(fit.a, np.float64), "read": np.asarray(fit.b, np.float64)}
+        return {k: np.maximum(v, DATA_INIT_FLOOR * PHYSICS_INIT[k]) for k, v in values.items() if getattr(noise, k)}
     values = {"shot": float(jnp.mean(fit.a)), "read": float(jnp.mean(fit.b))}
     return {k: max(v, DATA_INIT_FLOOR * PHYSICS_INIT[k]) for k, v in values.items() if getattr(noise, k)}
 

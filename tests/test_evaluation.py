@@ -207,6 +207,13 @@ def test_export_cli_round_trip_and_default_pickup(run_dir, model, tmp_path, caps
     jax.tree_util.tree_map(np.testing.assert_array_equal, exported.params, model.params)
     info = json.loads((out / "generator.json").read_text())["info"]
     assert info["step"] == 0 and info["note"] == "test" and "export.py" in info["command"]
+    # The exported folder carries its run's config, so the tools that take a run folder take it too.
+    from starlight_jax.checkpoint import load_noise_model
+
+    loaded, cfg, loaded_info = load_noise_model(out)
+    assert loaded_info["which"] == "exported" and loaded_info["step"] == 0
+    assert cfg == load_noise_model(run_dir)[1] and loaded.config == model.config
+    jax.tree_util.tree_map(np.testing.assert_array_equal, loaded.params, model.params)
     # synthesize(key, clean) with no params uses the exported folder when it is the default one.
     monkeypatch.setattr(generator, "DEFAULT_MODEL_DIR", out)
     clean = jax.numpy.full((32, 32, 4), 0.3)

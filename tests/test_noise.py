@@ -241,3 +241,23 @@ def test_physics_stores_logs_and_rejects_non_positive_values():
     assert float(noise.scales(params, cfg)["shot"]) == pytest.approx(noise.PHYSICS_INIT["shot"], rel=1e-6)
     with pytest.raises(ValueError, match="read"):
         noise.stored_value("read", -1.0, cfg)
+
+
+def test_per_channel_scalars_have_one_value_per_channel_and_each_channel_follows_its_own_law():
+    cfg = parse_noiselist("shot_read_uniform_row", channels=3, per_channel=True)
+    params = noise.init_params(cfg)
+    for name in ("shot", "read", "uniform", "row"):
+        assert params[name].shape == (3,), name
+    a, b = np.array([4e-3, 1e-3, 2e-3]), np.array([2e-4, 5e-5, 1e-4])
+    params = {"shot": jnp.log(jnp.asarray(a, jnp.float32)), "read": jnp.log(jnp.asarray(b, jnp.float32))}
+    level = 0.4
+    cfg = parse_noiselist("shot_read", channels=3, per_channel=True)
+    n = np.asarray(noise.sample_components(KEY, params, flat(level, (8, 32, 32, 3)), cfg)["shot_read"], np.float64)
+    for c in range(3):
+        var, got = a[c] * level + b[c], n[..., c]
+        assert abs(got.var() - var) < 5 * var * math.sqrt(2 / got.size), c
+    # Composes with jit and grad: the gradient of the total variance reaches every channel's value.
+    grads = jax.grad(lambda p: jnp.mean(noise.add_noise(KEY, p, flat(level, (2, 16, 16, 3)), cfg) ** 2))(params)
+    assert grads["shot"].shape == (3,) and np.all(np.asarray(grads["shot"]) != 0)
+    with pytest.raises(ValueError, match="per_channel needs compat='physics'"):
+        parse_noiselist("shot_read", compat="starlight", per_channel=True)

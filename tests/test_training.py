@@ -244,6 +244,17 @@ def test_data_init_fits_the_variance_law_and_seeds_the_state():
     np.testing.assert_allclose(fitted["read"], b, rtol=0.05)
     with pytest.raises(ValueError, match="init_from_data"):
         training.TrainConfig(compat="starlight", init_from_data=True)
+    # Per channel: each channel's own fit, as [C] arrays that seed [C] parameters.
+    a_c, b_c = np.array([4e-3, 1e-3, 2e-3, 3e-3]), np.array([2e-4, 5e-5, 1e-4, 1.5e-4])
+    noisy_c = clean + np.sqrt(a_c * clean + b_c) * rng.standard_normal(clean.shape)
+    cfg_c = dataclasses.replace(cfg, per_channel=True)
+    values_c = training.data_init(cfg_c, noisy_c, clean)
+    np.testing.assert_allclose(values_c["shot"], a_c, rtol=0.1)
+    np.testing.assert_allclose(values_c["read"], b_c, rtol=0.1)
+    state_c = training.create_train_state(jax.random.key(0), cfg_c, init_values=values_c)
+    np.testing.assert_allclose(np.exp(state_c.g_params["noise"]["read"]), values_c["read"], rtol=1e-6)
+    with pytest.raises(ValueError, match="per_channel"):
+        training.TrainConfig(compat="starlight", per_channel=True)
 
 
 @pytest.fixture(scope="module")
