@@ -351,7 +351,7 @@ def learned_parameters(model: NoiseModel) -> dict:
     """The learned physical scalars in the units the formulas use (`starlight_jax.noise.scales`)."""
     values = scales(model.params["noise"], model.config.noise)
     return {k: _jsonable(np.asarray(v, np.float64)) for k, v in values.items()
-            if k not in ("fixed_pattern", "learned_fixed")}
+            if k not in ("fixed_pattern", "learned_fixed", "corr_kernel")}
 
 
 def _periodic_variance(p) -> np.ndarray:

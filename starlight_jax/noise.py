@@ -19,6 +19,7 @@ key                ``compat="starlight"`` (stored = used)      ``compat="physics
 ``periodic``       (p0, p1, p2) of SPEC §2.2                   same, no abs, no 1/√(HW)
 ``learned_fixed``  trainable (Hf, Wf, C) map                   same
 ``fixed_pattern``  constant (Hf, Wf, C) map (not trained)      same
+``corr_kernel``    –                                          (5, 5, C) kernel of ``corr`` (see `correlate`)
 =================  =========================================  =========================================
 
 With ``NoiseConfig.per_channel`` the scalars of `PER_CHANNEL_PARAMS` are ``[C]`` arrays (one per channel) that
@@ -49,6 +50,8 @@ STARLIGHT_INIT = dict(shot=0.2, read=0.02, uniform=0.1, column=0.002, column_t=0
 # shot variance 1e-3 per unit signal, read std ≈ 3e-3, 10-bit quantisation step, 1e-3 stripes.
 PHYSICS_INIT = dict(shot=1e-3, read=1e-5, uniform=1.0 / 1024, column=1e-3, column_t=1e-3, row=1e-3,
                     periodic=(1e-3, 1e-3, 1e-3))
+
+CORR_SIZE = 5  # side of the `correlate` kernel
 
 # Scalars that become one value per channel with NoiseConfig.per_channel (periodic stays shared).
 PER_CHANNEL_PARAMS = ("shot", "read", "uniform", "column", "column_t", "row")
@@ -102,6 +105,10 @@ def init_params(cfg: NoiseConfig, *, fixed_pattern=None, learned_fixed=None) -> 
     for name in ("uniform", "column", "column_t", "row", "periodic"):
         if getattr(cfg, name):
             params[name] = stored_value(name, init[name], cfg)
+    if cfg.correlated:  # a centred delta: white noise until training says otherwise
+        delta = np.zeros((CORR_SIZE, CORR_SIZE, cfg.channels), np.float32)
+        delta[CORR_SIZE // 2, CORR_SIZE // 2] = 1.0
+        params["corr_kernel"] = jnp.asarray(delta)
     for name, flag, given in (("fixed_pattern", cfg.fixed, fixed_pattern),
                               ("learned_fixed", cfg.learned_fixed, learned_fixed)):
         if flag:
@@ -306,12 +313,30 @@ def sample_components(key, params: Params, clean, cfg: NoiseConfig, *,
     return {name: jnp.broadcast_to(value, clean.shape) for name, value in parts.items()}
 
 
+def correlate(noise, kernel):
+    r"""Correlates per-pixel noise between neighbours: a depthwise 'same' convolution of ``noise``
+    ``[..., H, W, C]`` with ``kernel`` ``[K, K, C]`` divided by its per-channel L2 norm.
+
+    For white noise of per-pixel variance v the result has variance :math:`\sum_{ij} k_{ij}^2 v / \|k\|^2 = v`
+    where v is locally constant, and autocorrelation :math:`\sum_{ij} k_{ij} k_{i+\delta, j+\epsilon} /
+    \|k\|^2` at lag (δ, ε): the kernel shapes the noise spectrum, the physical scalars keep the level.
+    """
+    k = kernel.astype(noise.dtype)
+    k = k / jnp.sqrt(jnp.sum(k * k, axis=(0, 1), keepdims=True) + 1e-12)
+    *lead, h, w, c = noise.shape
+    out = jax.lax.conv_general_dilated(noise.reshape(-1, h, w, c), k[:, :, None, :], (1, 1), "SAME",
+                                       dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=c)
+    return out.reshape(noise.shape)
+
+
 def _draw_components(key, params, clean, cfg, fixed_offset):
     keys = dict(zip(_KEY_ORDER, jax.random.split(key, len(_KEY_ORDER))))
     out = {}
     for name in cfg.components:
         kwargs = {"offset": fixed_offset} if name in ("fixed", "learned_fixed") else {}
         out[name] = COMPONENTS[name](keys[name], params, clean, cfg, **kwargs)
+        if cfg.correlated and name in ("shot_read", "shot", "read"):
+            out[name] = correlate(out[name], params["corr_kernel"])
     return out
 
 

@@ -27,12 +27,13 @@ TOKENS = {
     "fixed": "fixed",
     "learnedfixed": "learned_fixed",
     "periodic": "periodic",
+    "corr": "correlated",
 }
 
 # Canonical order and spelling used when a config is turned back into a string (the original's tokens).
 _CANONICAL = (("shot", "shot"), ("read", "read"), ("uniform", "uniform"), ("column", "row1"),
               ("column_t", "rowt"), ("row", "row"), ("fixed", "fixed1"),
-              ("learned_fixed", "learnedfixed"), ("periodic", "periodic"))
+              ("learned_fixed", "learnedfixed"), ("periodic", "periodic"), ("correlated", "corr"))
 
 DEFAULT_NOISELIST = "shot_read_uniform_row1_rowt_fixed1_periodic"
 
@@ -55,6 +56,10 @@ class NoiseConfig:
       fixed: the fixed-pattern map (``fixed1``), not learnable.
       learned_fixed: a learnable fixed-pattern map (``learnedfixed``).
       periodic: a 4-pixel-period column pattern (SPEC §2.2).
+      correlated: the per-pixel noise (shot/read) is convolved with a learnable 5×5 kernel per channel,
+        normalised so that each pixel keeps its variance (token ``corr``; physics only; not in the
+        original). Demosaicking, denoising and compression correlate sRGB noise between neighbours; a
+        critic that sees the residual tells white noise from it at once.
       compat: ``"physics"`` (default, fixes SPEC §12 items 3–7 and 9) or ``"starlight"`` (the original).
       shot_sampler: ``"gaussian"`` (differentiable, default) or ``"poisson"`` (exact Poisson counts at
         gain ``a``; physics only; not differentiable in ``a``).
@@ -75,6 +80,7 @@ class NoiseConfig:
     fixed: bool = False
     learned_fixed: bool = False
     periodic: bool = False
+    correlated: bool = False
     compat: str = "physics"
     shot_sampler: str = "gaussian"
     channels: int = 4
@@ -89,6 +95,10 @@ class NoiseConfig:
         if self.shot_sampler == "poisson" and self.compat == "starlight":
             raise ValueError("shot_sampler='poisson' needs compat='physics': the original's shot term is "
                              "a Gaussian with std a*x + b")
+        if self.correlated and self.compat == "starlight":
+            raise ValueError("the 'corr' component needs compat='physics' (the original has no such component)")
+        if self.correlated and not (self.shot or self.read):
+            raise ValueError("the 'corr' component correlates the shot/read noise: add 'shot' or 'read'")
         if self.per_channel and self.compat == "starlight":
             raise ValueError("per_channel needs compat='physics': the original shares its scalars across channels")
         if not (isinstance(self.channels, int) and self.channels >= 1):

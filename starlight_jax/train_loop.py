@@ -138,7 +138,7 @@ def _physical_values(cfg: training.TrainConfig, g_params) -> dict:
 
     values = scales(g_params["noise"], cfg.generator.noise)
     return {f"noise/{k}": float(np.asarray(v).ravel()[0]) if np.size(v) == 1 else [float(x) for x in np.ravel(v)]
-            for k, v in values.items() if k not in ("fixed_pattern", "learned_fixed")}
+            for k, v in values.items() if k not in ("fixed_pattern", "learned_fixed", "corr_kernel")}
 
 
 def train_and_evaluate(cfg: training.TrainConfig, run: RunConfig, *, resume: bool = False, dataset=None,

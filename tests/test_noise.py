@@ -261,3 +261,30 @@ def test_per_channel_scalars_have_one_value_per_channel_and_each_channel_follows
     assert grads["shot"].shape == (3,) and np.all(np.asarray(grads["shot"]) != 0)
     with pytest.raises(ValueError, match="per_channel needs compat='physics'"):
         parse_noiselist("shot_read", compat="starlight", per_channel=True)
+
+
+def test_corr_starts_white_and_a_kernel_correlates_neighbours_at_the_same_variance():
+    cfg = parse_noiselist("shot_read_corr", channels=2)
+    params = noise.init_params(cfg)
+    assert params["corr_kernel"].shape == (noise.CORR_SIZE, noise.CORR_SIZE, 2)
+    clean = flat(0.3, (4, 64, 64, 2))
+    white_cfg = parse_noiselist("shot_read", channels=2)
+    white = {k: v for k, v in params.items() if k != "corr_kernel"}
+    np.testing.assert_array_equal(noise.add_noise(KEY, params, clean, cfg),
+                                  noise.add_noise(KEY, white, clean, white_cfg))
+    # A horizontal pair [1, 1]: lag-1 correlation 1/2 along W, none along H, variance unchanged.
+    kernel = np.zeros((noise.CORR_SIZE, noise.CORR_SIZE, 2), np.float32)
+    kernel[2, 2:4] = 1.0
+    params = {**params, "corr_kernel": jnp.asarray(kernel)}
+    n = np.asarray(noise.sample_components(KEY, params, clean, cfg)["shot_read"], np.float64)[:, 2:-2, 2:-2]
+    var = float(np.exp(params["shot"])) * 0.3 + float(np.exp(params["read"]))
+    assert abs(n.var() - var) < 5 * var * math.sqrt(2 / n.size)
+    rho_w = np.mean(n[:, :, 1:] * n[:, :, :-1]) / var
+    rho_h = np.mean(n[:, 1:] * n[:, :-1]) / var
+    tol = 5 / math.sqrt(n.size)
+    assert abs(rho_w - 0.5) < tol and abs(rho_h) < tol
+    grads = jax.grad(lambda p: jnp.mean(noise.add_noise(KEY, p, clean, cfg)[:, :, 1:] *
+                                        noise.add_noise(KEY, p, clean, cfg)[:, :, :-1]))(params)
+    assert float(jnp.abs(grads["corr_kernel"]).max()) > 0
+    with pytest.raises(ValueError, match="corr"):
+        parse_noiselist("uniform_corr")
