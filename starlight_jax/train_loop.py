@@ -160,7 +160,9 @@ def train_and_evaluate(cfg: training.TrainConfig, run: RunConfig, *, resume: boo
     init_values = None
     if cfg.init_from_data:
         init_values = _data_init(cfg, dataset, global_batch)
-        log(f"initial shot/read from a Poisson-Gaussian fit of the training pairs: {init_values}")
+        shown = {k: v for k, v in init_values.items() if k != "corr_kernel"}
+        log(f"initial shot/read from a Poisson-Gaussian fit of the training pairs: {shown}"
+            + ("; corr kernel from the residuals' power spectrum" if "corr_kernel" in init_values else ""))
     state = training.create_train_state(jax.random.key(cfg.seed), cfg, fixed_pattern=fixed,
                                         init_values=init_values)
     latest, best = checkpoint_managers(workdir, run.keep)

@@ -191,7 +191,8 @@ DATA_INIT_FLOOR = 1e-2  # of noise.PHYSICS_INIT, see data_init
 def data_init(cfg: TrainConfig, noisy, clean) -> dict:
     """Initial shot and read scales ``{"shot": a, "read": b}`` (those in ``cfg``'s noiselist) from a
     per-channel Poisson-Gaussian fit of ``noisy`` vs ``clean``, averaged over channels (kept per channel,
-    as ``[C]`` arrays, when the noise model has ``per_channel``).
+    as ``[C]`` arrays, when the noise model has ``per_channel``); with ``corr``, also ``corr_kernel`` from
+    the residuals' spectrum (`correlation_kernel`).
 
     A fit can return 0 (sRGB data often fit a = 0), whose log is not a usable start: each value is floored
     at 1 % of its fixed initial value, small enough not to add noise the data do not have (flooring at the
@@ -203,9 +204,29 @@ def data_init(cfg: TrainConfig, noisy, clean) -> dict:
     noise = cfg.generator.noise
     if noise.per_channel:
         values = {"shot": np.asarray(fit.a, np.float64), "read": np.asarray(fit.b, np.float64)}
-        return {k: np.maximum(v, DATA_INIT_FLOOR * PHYSICS_INIT[k]) for k, v in values.items() if getattr(noise, k)}
-    values = {"shot": float(jnp.mean(fit.a)), "read": float(jnp.mean(fit.b))}
-    return {k: max(v, DATA_INIT_FLOOR * PHYSICS_INIT[k]) for k, v in values.items() if getattr(noise, k)}
+        out = {k: np.maximum(v, DATA_INIT_FLOOR * PHYSICS_INIT[k]) for k, v in values.items() if getattr(noise, k)}
+    else:
+        values = {"shot": float(jnp.mean(fit.a)), "read": float(jnp.mean(fit.b))}
+        out = {k: max(v, DATA_INIT_FLOOR * PHYSICS_INIT[k]) for k, v in values.items() if getattr(noise, k)}
+    if noise.correlated:
+        out["corr_kernel"] = correlation_kernel(np.asarray(noisy) - np.asarray(clean))
+    return out
+
+
+def correlation_kernel(residual, size: Optional[int] = None) -> np.ndarray:
+    """A ``[size, size, C]`` kernel whose autocorrelation is that of ``residual`` ``[..., h, w, C]`` near
+    lag 0: the zero-phase square root of the residuals' mean power spectrum, centred and cropped (the
+    data init of the ``corr`` component; `noise.correlate` normalises it)."""
+    from starlight_jax.noise import CORR_SIZE
+
+    size = size or CORR_SIZE
+    r = np.asarray(residual, np.float64)
+    r = r.reshape(-1, *r.shape[-3:])
+    r = r - r.mean(axis=(1, 2), keepdims=True)
+    psd = np.mean(np.abs(np.fft.fft2(r, axes=(1, 2))) ** 2, axis=0)
+    kernel = np.fft.fftshift(np.real(np.fft.ifft2(np.sqrt(psd), axes=(0, 1))), axes=(0, 1))
+    h0, w0, half = r.shape[1] // 2, r.shape[2] // 2, size // 2
+    return kernel[h0 - half:h0 + half + 1, w0 - half:w0 + half + 1].astype(np.float32)
 
 
 def create_train_state(key, cfg: TrainConfig, *, fixed_pattern=None, init_values=None) -> TrainState:

@@ -257,6 +257,24 @@ def test_data_init_fits_the_variance_law_and_seeds_the_state():
         training.TrainConfig(compat="starlight", per_channel=True)
 
 
+def test_data_init_of_corr_recovers_the_residual_correlation():
+    """Residuals made by a horizontal [1, 1] filter of white noise have lag-(0, 1) correlation 1/2 and none
+    along H; the initial kernel's autocorrelation must say the same (32·64·64 pixels: ±0.02)."""
+    rng = np.random.default_rng(1)
+    white = rng.standard_normal((32, 64, 65, 3))
+    residual = 0.01 * (white[:, :, 1:] + white[:, :, :-1]) / np.sqrt(2)
+    clean = rng.uniform(0.2, 0.8, residual.shape)
+    cfg = training.TrainConfig(noiselist="read_corr", network="noUnet", crop_size=64, frames=1, channels=3,
+                               init_from_data=True)
+    values = training.data_init(cfg, clean + residual, clean)
+    k = values["corr_kernel"]
+    assert k.shape == (5, 5, 3)
+    energy = np.sum(k**2, axis=(0, 1))
+    np.testing.assert_allclose(np.sum(k[:, 1:] * k[:, :-1], axis=(0, 1)) / energy, 0.5, atol=0.02)
+    np.testing.assert_allclose(np.sum(k[1:] * k[:-1], axis=(0, 1)) / energy, 0.0, atol=0.02)
+    np.testing.assert_allclose(values["read"], 1e-4, rtol=0.05)
+
+
 @pytest.fixture(scope="module")
 def toy_run(one_device, initial_state):
     """Two critic steps of CFG on a separable toy burst from the initial state, compiled as the training
