@@ -21,6 +21,12 @@ sys.path.insert(0, str(REPO))
 from starlight_jax.cli import add_checkpoint_flags, fail  # noqa: E402
 
 
+def _repo_relative(path) -> str:
+    """``path`` relative to the repository when it lies inside it: no machine-specific paths in shipped files."""
+    path = pathlib.Path(path)
+    return str(path.relative_to(REPO)) if path.is_absolute() and path.is_relative_to(REPO) else str(path)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_checkpoint_flags(ap, REPO / "checkpoints")
@@ -38,17 +44,14 @@ def main(argv=None):
     except (FileNotFoundError, ValueError) as e:
         fail(str(e))
     run_dir = pathlib.Path(info["run_dir"])
-    if run_dir.is_relative_to(REPO):  # keep machine-specific paths out of shipped files
-        info["run_dir"] = str(run_dir.relative_to(REPO))
+    info["run_dir"] = _repo_relative(run_dir)
     info = {**info, "trained_with": cfg.noiselist, "exported_noiselist": model.config.noise.noiselist,
             "command": " ".join(["python", "experiments/export.py", *(sys.argv[1:] if argv is None else argv)]),
             "note": args.note}
     folder = save_generator(model, args.out, info)
     # The run's config beside the generator: evaluate.py, sample.py and denoise_benchmark.py take the folder.
     config = json.loads((run_dir / "config.json").read_text())
-    workdir = pathlib.Path(config["run"]["workdir"])
-    if workdir.is_absolute() and workdir.is_relative_to(REPO):
-        config["run"]["workdir"] = str(workdir.relative_to(REPO))
+    config["run"]["workdir"] = _repo_relative(config["run"]["workdir"])
     (folder / "config.json").write_text(json.dumps(config, indent=2))
     print(f"[starlight-jax] wrote {folder / 'generator.json'} and generator.npz ({model.config.noise.noiselist}, "
           f"step {info['step']} of {info['run_dir']})")

@@ -47,7 +47,7 @@ from starlight_jax import metrics as metrics_lib
 from starlight_jax.baselines import (GaussianBaseline, PoissonGaussianBaseline, fit_gaussian,
                                      fit_poisson_gaussian)
 from starlight_jax.generator import NoiseModel, generate
-from starlight_jax.noise import scales
+from starlight_jax.noise import MAP_PARAMS, scales
 
 MODELS = ("model", "gaussian", "poisson_gaussian")
 LABELS = {"model": "learned model", "gaussian": "Gaussian", "poisson_gaussian": "Poisson-Gaussian"}
@@ -351,7 +351,7 @@ def learned_parameters(model: NoiseModel) -> dict:
     """The learned physical scalars in the units the formulas use (`starlight_jax.noise.scales`)."""
     values = scales(model.params["noise"], model.config.noise)
     return {k: _jsonable(np.asarray(v, np.float64)) for k, v in values.items()
-            if k not in ("fixed_pattern", "learned_fixed", "corr_kernel")}
+            if k not in MAP_PARAMS}
 
 
 def _periodic_variance(p) -> np.ndarray:

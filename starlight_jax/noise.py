@@ -53,6 +53,9 @@ PHYSICS_INIT = dict(shot=1e-3, read=1e-5, uniform=1.0 / 1024, column=1e-3, colum
 
 CORR_SIZE = 5  # side of the `correlate` kernel
 
+# Parameters that are maps or kernels, not physical scalars: left out of the scalar logs and tables.
+MAP_PARAMS = ("fixed_pattern", "learned_fixed", "corr_kernel")
+
 # Scalars that become one value per channel with NoiseConfig.per_channel (periodic stays shared).
 PER_CHANNEL_PARAMS = ("shot", "read", "uniform", "column", "column_t", "row")
 

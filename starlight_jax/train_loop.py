@@ -134,11 +134,11 @@ def evaluate(cfg: training.TrainConfig, g_params, test_batches, fixed_key) -> di
 
 
 def _physical_values(cfg: training.TrainConfig, g_params) -> dict:
-    from starlight_jax.noise import scales
+    from starlight_jax.noise import MAP_PARAMS, scales
 
     values = scales(g_params["noise"], cfg.generator.noise)
     return {f"noise/{k}": float(np.asarray(v).ravel()[0]) if np.size(v) == 1 else [float(x) for x in np.ravel(v)]
-            for k, v in values.items() if k not in ("fixed_pattern", "learned_fixed", "corr_kernel")}
+            for k, v in values.items() if k not in MAP_PARAMS}
 
 
 def train_and_evaluate(cfg: training.TrainConfig, run: RunConfig, *, resume: bool = False, dataset=None,

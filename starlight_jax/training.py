@@ -88,7 +88,7 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self):
-        parse_noiselist(self.noiselist, compat=self.compat)  # raises on unknown tokens
+        self.generator  # NoiseConfig and GeneratorConfig check their own options (noiselist, unet_skip, ...)
         patches_lib.discriminator_channels(self.discriminator_loss, self.channels)  # raises on bad mode
         if self.critic_condition not in CRITIC_CONDITIONS:
             raise ValueError(f"critic_condition must be one of {CRITIC_CONDITIONS}, got {self.critic_condition!r}")
@@ -117,10 +117,6 @@ class TrainConfig:
             raise ValueError("physics_lr is not available under compat='starlight' (one Adam for all of G)")
         if self.network != "noUnet" and self.crop_size % 16:
             raise ValueError(f"the U-Net needs crop_size divisible by 16, got {self.crop_size}")
-        if self.per_channel and self.compat == "starlight":
-            raise ValueError("per_channel needs compat='physics' (the original shares its scalars across channels)")
-        if self.unet_skip and self.network not in ("Unet", "Unet_cat"):
-            raise ValueError(f"unet_skip needs network 'Unet' or 'Unet_cat', got {self.network!r}")
 
     @property
     def generator(self) -> GeneratorConfig:
