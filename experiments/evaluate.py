@@ -4,7 +4,8 @@
     python experiments/evaluate.py --checkpoint checkpoints/<run> --which best --json eval.json
     python experiments/evaluate.py --max_bursts 2 --samples 2   # quicker
 
-Dataset, data folder, dataset options, crop and frames default to the run's config.json. Prints a table
+Dataset, data folder, dataset options and frames default to the run's config.json; the test crop to the
+whole test image where it fits (the largest multiple of 64 up to 512; ``--crop_size`` to choose). Prints a table
 (one row per model: KLD starlight mean/sum, KLD noiseflow or sRGB, AKLD, images scored), the parameter
 table (learned vs ground truth on the synthetic data) and writes everything as JSON (default
 ``<run>/evaluation.json``). The logic lives in `starlight_jax.evaluation`.
@@ -31,7 +32,9 @@ def parse_args(argv=None):
                     help="default: the run's")
     ap.add_argument("--data_dir", default=None, help="default: the run's")
     ap.add_argument("--frame_size", type=int, default=None, help="synthetic only: frame side (default: the run's)")
-    ap.add_argument("--crop_size", type=int, default=None, help="test crop (default: the run's training crop)")
+    ap.add_argument("--crop_size", type=int, default=None,
+                    help="test crop (default: the largest multiple of 64 <= 512 that fits the frames: whole "
+                         "test images where they fit)")
     ap.add_argument("--frames", type=int, default=None, help="frames per test burst (default: the run's)")
     ap.add_argument("--max_bursts", type=int, default=None, help="score only the first N test bursts")
     ap.add_argument("--max_train_bursts", type=int, default=None, help="fit the baselines on N train bursts")
@@ -69,7 +72,8 @@ def main(argv=None):
         dataset, ds_name, data_dir, opts = evaluation.run_dataset(run, args.dataset, args.data_dir, options)
     except (FileNotFoundError, ValueError, TypeError) as e:
         fail(f"dataset: {e}")
-    crop, frames = args.crop_size or cfg.crop_size, args.frames or cfg.frames
+    crop = args.crop_size or evaluation.largest_crop(dataset, cfg.crop_size)
+    frames = args.frames or cfg.frames
     if args.frames is None and frames > evaluation.max_frames(dataset):
         frames = evaluation.max_frames(dataset)
         print(f"[evaluate] the dataset's bursts have {frames} frame(s): scoring {frames} instead of the run's "

@@ -100,7 +100,7 @@ def main(argv=None):
 
     try:
         dataset, _, _, _ = evaluation.run_dataset(run, args.dataset, args.data_dir)
-        crop = args.crop_size or plots.display_crop(dataset, cfg.crop_size)
+        crop = args.crop_size or evaluation.largest_crop(dataset, cfg.crop_size, cap=256)
         frames = min(cfg.frames, evaluation.max_frames(dataset))
         paths = plots.write_figures(model, dataset, out, crop_size=crop, frames=frames,
                                     train_crop=cfg.crop_size, seed=args.seed, max_bursts=args.max_bursts,

@@ -18,7 +18,7 @@ hence pytrees: they can be passed through ``jax.jit`` as arguments.
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -206,3 +206,38 @@ def fit_poisson_gaussian(noisy, clean, *, n_bins: int = 32, min_count: int = 16,
         a_out.append(a)
         b_out.append(b)
     return PoissonGaussianBaseline(jnp.asarray(a_out, jnp.float32), jnp.asarray(b_out, jnp.float32))
+
+
+def fit_poisson_gaussian_censored(noisy, clean, *, clipped=None, margin: Optional[float] = 3.0,
+                                  **kwargs) -> PoissonGaussianBaseline:
+    r"""`fit_poisson_gaussian`, redone away from the clipping when the data are clipped.
+
+    Real data are clipped to [0, 1]; black-level-subtracted raw data therefore lose the negative half of
+    the noise of dark pixels, which biases a plain noise-level-function fit (``a`` high, ``b`` low: by
+    +20 % and -30 % on the synthetic data without pedestal). When over 0.01 % of the ``clipped`` values
+    (default ``noisy``) sit at 0 or 1, the fit is redone on the pixels whose clean value x satisfies
+    :math:`k\sigma(x) \le x \le 1 - k\sigma(1)` with :math:`\sigma(x)^2 = a x + b` of the first fit and
+    ``k = margin`` (3: under 0.2 % of such a pixel's noise is clipped). If too few pixels remain, the first
+    fit is kept.
+
+    Args:
+      noisy, clean: as for `fit_poisson_gaussian`.
+      clipped: the values to test for clipping when ``noisy`` is not them (e.g. ``noisy`` minus a fixed
+        pattern, whose sum with it was clipped); default ``noisy``.
+      margin: k above; None fits every pixel.
+      **kwargs: passed to `fit_poisson_gaussian`.
+    """
+    fit = fit_poisson_gaussian(noisy, clean, **kwargs)
+    raw = np.asarray(noisy if clipped is None else clipped)
+    if margin is None or np.mean((raw <= 0.0) | (raw >= 1.0)) <= 1e-4:
+        return fit
+    k2 = float(margin) ** 2
+    a, b = np.asarray(fit.a, np.float64), np.asarray(fit.b, np.float64)
+    lo = (k2 * a + np.sqrt((k2 * a) ** 2 + 4 * k2 * b)) / 2  # solves x = k sigma(x)
+    hi = 1.0 - np.sqrt(k2 * (a + b))
+    clean = np.asarray(clean)
+    keep = (clean >= lo) & (clean <= hi)
+    try:  # clean values outside [0, 1] are left out of the noise level function's bins
+        return fit_poisson_gaussian(noisy, np.where(keep, clean, -1.0).astype(np.float32), **kwargs)
+    except ValueError:
+        return fit

@@ -5,7 +5,7 @@ each against the real noisy burst:
 
 * ``"model"``: the learned generator (``train=False``, the crop's offset for the fixed pattern);
 * ``"gaussian"``: `fit_gaussian` on the train split;
-* ``"poisson_gaussian"``: `fit_poisson_gaussian` on the train split.
+* ``"poisson_gaussian"``: `fit_poisson_gaussian_censored` on the train split.
 
 The test bursts are those of the training loop's evaluation: the test split in sorted order, frames
 ``[0, T)``, the fixed crop at (10, 10). The baselines are fitted on the train split as the training loop
@@ -45,7 +45,7 @@ import numpy as np
 
 from starlight_jax import metrics as metrics_lib
 from starlight_jax.baselines import (GaussianBaseline, PoissonGaussianBaseline, fit_gaussian,
-                                     fit_poisson_gaussian)
+                                     fit_poisson_gaussian_censored)
 from starlight_jax.generator import NoiseModel, generate
 from starlight_jax.noise import MAP_PARAMS, scales
 
@@ -85,6 +85,17 @@ def run_dataset(run_config, dataset: Optional[str] = None, data_dir=None, option
     if data_dir is None and name == run_config.dataset:
         data_dir = run_config.data_dir
     return load_dataset(name, data_dir, **opts), name, data_dir, opts
+
+
+def largest_crop(dataset, train_crop: int, cap: int = 512) -> int:
+    """The largest multiple of 64 that fits every frame, at most ``cap`` (``train_crop`` if the frame size is
+    unknown): the default test crop of `evaluate.py` (whole images where they fit) and of the figures.
+
+    The training crop is usually a small corner of each test image (64² of Nam's 512²); scored there, the
+    metrics follow that corner's content more than the noise model."""
+    if dataset.frame_shape is None:
+        return int(train_crop)
+    return int(max(min(min(dataset.frame_shape) // 64 * 64, cap), 64))
 
 
 def max_frames(dataset) -> int:
@@ -143,13 +154,8 @@ def fit_baselines(dataset, *, crop_size: int, frames: int, seed: int = 0, max_bu
                   subtract_fixed_pattern: bool = True, censoring_margin: Optional[float] = 3.0) -> Baselines:
     r"""Fits `GaussianBaseline` and `PoissonGaussianBaseline` on the train split.
 
-    Real data are clipped to [0, 1]; black-level-subtracted raw data therefore lose the negative half of
-    the noise of dark pixels, which biases a plain noise-level-function fit (``a`` high, ``b`` low: by
-    +20 % and -30 % on the synthetic data without pedestal). When over 0.01 % of the noisy values sit at
-    0 or 1, the Poisson-Gaussian fit is redone on the pixels whose clean value x satisfies
-    :math:`k\sigma(x) \le x \le 1 - k\sigma(1)` with :math:`\sigma(x)^2 = a x + b` of the first fit and
-    ``k = censoring_margin`` (3: under 0.2 % of such a pixel's noise is clipped). If too few pixels
-    remain, the first fit is kept. The Gaussian fit uses every pixel.
+    The Poisson-Gaussian fit is `fit_poisson_gaussian_censored`: redone away from the clipping when over
+    0.01 % of the noisy values sit at 0 or 1. The Gaussian fit uses every pixel.
 
     Args:
       dataset: a `BurstDataset`.
@@ -159,7 +165,7 @@ def fit_baselines(dataset, *, crop_size: int, frames: int, seed: int = 0, max_bu
       max_bursts: use only the first N train bursts.
       subtract_fixed_pattern: fit to ``noisy - fixed_pattern`` when the dataset has a fixed pattern (see
         the module note).
-      censoring_margin: k above; None fits every pixel.
+      censoring_margin: k of `fit_poisson_gaussian_censored`; None fits every pixel.
 
     Returns:
       `Baselines`.
@@ -167,22 +173,19 @@ def fit_baselines(dataset, *, crop_size: int, frames: int, seed: int = 0, max_bu
     batches = load_batches(dataset, "train", crop_size=crop_size, frames=frames, seed=seed,
                            max_bursts=max_bursts)
     use_fp = bool(subtract_fixed_pattern and dataset.fixed_pattern is not None)
-    clean = np.concatenate([b["clean"] for b in batches])
-    noisy_raw = np.concatenate([b["noisy"] for b in batches])
-    noisy = np.concatenate([b["noisy"] - _fixed_crop(dataset, b, use_fp) for b in batches])
-    pg = fit_poisson_gaussian(noisy, clean)
-    clipped = np.mean((noisy_raw <= 0.0) | (noisy_raw >= 1.0)) > 1e-4
-    if censoring_margin is not None and clipped:
-        k2 = float(censoring_margin) ** 2
-        a, b = np.asarray(pg.a, np.float64), np.asarray(pg.b, np.float64)
-        lo = (k2 * a + np.sqrt((k2 * a) ** 2 + 4 * k2 * b)) / 2  # solves x = k sigma(x)
-        hi = 1.0 - np.sqrt(k2 * (a + b))
-        keep = (clean >= lo) & (clean <= hi)
-        try:  # clean values outside [0, 1] are left out of the noise level function's bins
-            pg = fit_poisson_gaussian(noisy, np.where(keep, clean, -1.0).astype(np.float32))
-        except ValueError:
-            pass
+    noisy, clean, noisy_raw = residual_arrays(dataset, batches, use_fp)
+    pg = fit_poisson_gaussian_censored(noisy, clean, clipped=noisy_raw, margin=censoring_margin)
     return Baselines(fit_gaussian(noisy, clean), pg, use_fp, len(batches))
+
+
+def residual_arrays(dataset, batches, subtract_fixed_pattern: bool):
+    """``(noisy − fixed pattern, clean, noisy)`` of ``batches`` stacked, clean broadcast to the noisy
+    shape; the pattern is subtracted only when asked and the dataset has one."""
+    use = bool(subtract_fixed_pattern and dataset.fixed_pattern is not None)
+    noisy_raw = np.concatenate([b["noisy"] for b in batches])
+    noisy = np.concatenate([b["noisy"] - _fixed_crop(dataset, b, use) for b in batches])
+    clean = np.broadcast_to(np.concatenate([b["clean"] for b in batches]), noisy.shape)
+    return noisy, clean, noisy_raw
 
 
 def baseline_std(baseline, clean):
@@ -577,7 +580,7 @@ def to_json(result: dict) -> dict:
     return _jsonable(result)
 
 
-__all__ = ["evaluate_model", "fit_baselines", "Baselines", "draw_samples", "EvalSamples", "score_samples",
+__all__ = ["evaluate_model", "largest_crop", "fit_baselines", "Baselines", "draw_samples", "EvalSamples", "score_samples",
            "nlf_curves", "physical_parameters", "learned_parameters", "baseline_parameters", "load_batches",
            "is_srgb", "check_channels", "metrics_table", "parameter_table", "parameter_rows", "format_table",
            "to_json", "run_dataset", "max_frames", "MODELS", "LABELS"]

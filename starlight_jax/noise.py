@@ -20,6 +20,8 @@ key                ``compat="starlight"`` (stored = used)      ``compat="physics
 ``learned_fixed``  trainable (Hf, Wf, C) map                   same
 ``fixed_pattern``  constant (Hf, Wf, C) map (not trained)      same
 ``corr_kernel``    –                                          (5, 5, C) kernel of ``corr`` (see `correlate`)
+``tone_gain``      –                                          (K, C) log gain at K knots (see `tone_curve`)
+``tone_offset``    –                                          (K, C) offset at K knots, in units of 1e-3
 =================  =========================================  =========================================
 
 With ``NoiseConfig.per_channel`` the scalars of `PER_CHANNEL_PARAMS` are ``[C]`` arrays (one per channel) that
@@ -41,7 +43,10 @@ from starlight_jax.noiselist import NoiseConfig
 Params = Mapping[str, jax.Array]
 
 # Scalars that the physics mode stores as logarithms (always positive when used, SPEC §12.9).
-LOG_PARAMS = ("shot", "read", "uniform", "column", "column_t", "row", "periodic")
+LOG_PARAMS = ("shot", "read", "uniform", "column", "column_t", "row", "periodic", "tone_gain")
+# Signed parameters stored in a unit (used = stored × unit), so that an optimiser step of ~1e-2 moves them
+# as little as it moves a log parameter: the tone offset in steps of 1e-3 (a quarter of an 8-bit DN).
+UNIT_PARAMS = {"tone_offset": 1e-3}
 
 # Initial values. Starlight: the scaled inits of the ablation class (SPEC §2.1), used as they are.
 STARLIGHT_INIT = dict(shot=0.2, read=0.02, uniform=0.1, column=0.002, column_t=0.002, row=0.002,
@@ -52,9 +57,12 @@ PHYSICS_INIT = dict(shot=1e-3, read=1e-5, uniform=1.0 / 1024, column=1e-3, colum
                     periodic=(1e-3, 1e-3, 1e-3))
 
 CORR_SIZE = 5  # side of the `correlate` kernel
+# Knots of the `tone` curves, evenly spaced on [0, 1]: 17 DN apart in 8 bits, a few noise stds, so the
+# curves cannot follow the image itself, only its level.
+TONE_KNOTS = 16
 
-# Parameters that are maps or kernels, not physical scalars: left out of the scalar logs and tables.
-MAP_PARAMS = ("fixed_pattern", "learned_fixed", "corr_kernel")
+# Parameters that are maps, kernels or curves, not physical scalars: left out of the scalar logs and tables.
+MAP_PARAMS = ("fixed_pattern", "learned_fixed", "corr_kernel", "tone_gain", "tone_offset")
 
 # Scalars that become one value per channel with NoiseConfig.per_channel (periodic stays shared).
 PER_CHANNEL_PARAMS = ("shot", "read", "uniform", "column", "column_t", "row")
@@ -68,14 +76,18 @@ _TINY_VARIANCE = 1e-12  # keeps sqrt differentiable where a·x + b touches 0
 
 
 def scales(params: Params, cfg: NoiseConfig) -> dict:
-    """The values the formulas use: ``params`` as stored (starlight) or ``exp`` of them (physics)."""
+    """The values the formulas use: ``params`` as stored (starlight) or ``exp`` of them (physics; the
+    `UNIT_PARAMS` times their unit)."""
     if cfg.starlight:
         return dict(params)
-    return {k: (jnp.exp(v) if k in LOG_PARAMS else v) for k, v in params.items()}
+    return {k: (jnp.exp(v) if k in LOG_PARAMS else v * UNIT_PARAMS[k] if k in UNIT_PARAMS else v)
+            for k, v in params.items()}
 
 
 def stored_value(name: str, value, cfg: NoiseConfig) -> jax.Array:
     """Inverse of `scales` for one parameter: the stored value whose used value is ``value``."""
+    if not cfg.starlight and name in UNIT_PARAMS:
+        return jnp.asarray(np.asarray(value, np.float32) / UNIT_PARAMS[name])
     if cfg.starlight or name not in LOG_PARAMS:
         return jnp.asarray(value, jnp.float32)
     value = np.asarray(value, np.float32)
@@ -112,6 +124,9 @@ def init_params(cfg: NoiseConfig, *, fixed_pattern=None, learned_fixed=None) -> 
         delta = np.zeros((CORR_SIZE, CORR_SIZE, cfg.channels), np.float32)
         delta[CORR_SIZE // 2, CORR_SIZE // 2] = 1.0
         params["corr_kernel"] = jnp.asarray(delta)
+    if cfg.tone:  # gain 1 (log 0) and offset 0: the untouched physical noise until training says otherwise
+        params["tone_gain"] = jnp.zeros((TONE_KNOTS, cfg.channels), jnp.float32)
+        params["tone_offset"] = jnp.zeros((TONE_KNOTS, cfg.channels), jnp.float32)
     for name, flag, given in (("fixed_pattern", cfg.fixed, fixed_pattern),
                               ("learned_fixed", cfg.learned_fixed, learned_fixed)):
         if flag:
@@ -282,6 +297,34 @@ def learned_fixed_noise(key, params: Params, clean, cfg: NoiseConfig, offset=Non
     return _fixed_crop(key, params["learned_fixed"], clean, cfg, offset)
 
 
+# ------------------------------------------------------------------------------------------------------
+# The tone curve
+# ------------------------------------------------------------------------------------------------------
+def tone_curve(table, clean):
+    r"""Evaluates per-channel curves at the clean intensity: ``table`` ``[K, C]`` holds each channel's
+    values at the knots :math:`k/(K-1)`, interpolated linearly in ``clip(clean, 0, 1)`` ``[..., H, W, C]``.
+
+    The ``tone`` component uses two: the gain :math:`g_c(x) = \exp(\text{tone\_gain})` and the offset
+    :math:`o_c(x)`. A tone curve T maps linear signal to the output; to first order
+    :math:`T(l + n) = T(l) + T'(l)\,n`, so the noise of an sRGB pixel is the linear-domain noise times the
+    curve's slope, a function of the clean value; the offset takes the mean shift that the curvature and
+    the camera's processing leave (Nam's residual mean is +0.3 to +1.2 DN).
+    """
+    knots = table.shape[0]
+    t = jnp.clip(clean, 0.0, 1.0) * (knots - 1)
+    lo = jnp.clip(jnp.floor(t), 0, knots - 2).astype(jnp.int32)
+    frac = t - lo
+    channel = jnp.arange(table.shape[1])
+    table = table.astype(clean.dtype)
+    return table[lo, channel] * (1 - frac) + table[lo + 1, channel] * frac
+
+
+def tone_offset(key, params: Params, clean, cfg: NoiseConfig):
+    """The ``tone`` component's offset :math:`o_c(x)` (deterministic: ``key`` is unused)."""
+    del key
+    return tone_curve(scales({"tone_offset": params["tone_offset"]}, cfg)["tone_offset"], clean)
+
+
 COMPONENTS: dict[str, Callable] = {
     "shot_read": shot_read_noise,
     "shot": shot_noise,
@@ -293,6 +336,7 @@ COMPONENTS: dict[str, Callable] = {
     "fixed": fixed_pattern_noise,
     "learned_fixed": learned_fixed_noise,
     "periodic": periodic_noise,
+    "tone_offset": tone_offset,
 }
 
 
@@ -334,12 +378,18 @@ def correlate(noise, kernel):
 
 def _draw_components(key, params, clean, cfg, fixed_offset):
     keys = dict(zip(_KEY_ORDER, jax.random.split(key, len(_KEY_ORDER))))
+    gain = tone_curve(scales(params, cfg)["tone_gain"], clean) if cfg.tone else None
     out = {}
     for name in cfg.components:
+        if name == "tone_offset":
+            out[name] = tone_offset(None, params, clean, cfg)
+            continue
         kwargs = {"offset": fixed_offset} if name in ("fixed", "learned_fixed") else {}
         out[name] = COMPONENTS[name](keys[name], params, clean, cfg, **kwargs)
         if cfg.correlated and name in ("shot_read", "shot", "read"):
             out[name] = correlate(out[name], params["corr_kernel"])
+        if gain is not None:
+            out[name] = gain * out[name]
     return out
 
 

@@ -28,12 +28,14 @@ TOKENS = {
     "learnedfixed": "learned_fixed",
     "periodic": "periodic",
     "corr": "correlated",
+    "tone": "tone",
 }
 
 # Canonical order and spelling used when a config is turned back into a string (the original's tokens).
 _CANONICAL = (("shot", "shot"), ("read", "read"), ("uniform", "uniform"), ("column", "row1"),
               ("column_t", "rowt"), ("row", "row"), ("fixed", "fixed1"),
-              ("learned_fixed", "learnedfixed"), ("periodic", "periodic"), ("correlated", "corr"))
+              ("learned_fixed", "learnedfixed"), ("periodic", "periodic"), ("correlated", "corr"),
+              ("tone", "tone"))
 
 DEFAULT_NOISELIST = "shot_read_uniform_row1_rowt_fixed1_periodic"
 
@@ -60,6 +62,13 @@ class NoiseConfig:
         normalised so that each pixel keeps its variance (token ``corr``; physics only; not in the
         original). Demosaicking, denoising and compression correlate sRGB noise between neighbours; a
         critic that sees the residual tells white noise from it at once.
+      tone: the noise is shaped by the camera's tone curve (token ``tone``; physics only; not in the
+        original). A processed (sRGB) image is T(linear signal + noise), so to first order its noise is
+        T'(·)·n plus a small offset: the noise level first rises and then falls with the clean intensity,
+        which no Poisson-Gaussian law a·x + b can follow (Nam's red std goes 3.4 → 5.7 → 1.8 DN from black
+        to white). The sum of the other components is multiplied by a learnable per-channel gain of the
+        clean intensity and a learnable offset of it is added (both piecewise linear over
+        `noise.TONE_KNOTS` knots, starting at gain 1 and offset 0; see `noise.tone_curve`).
       compat: ``"physics"`` (default, fixes SPEC §12 items 3–7 and 9) or ``"starlight"`` (the original).
       shot_sampler: ``"gaussian"`` (differentiable, default) or ``"poisson"`` (exact Poisson counts at
         gain ``a``; physics only; not differentiable in ``a``).
@@ -81,6 +90,7 @@ class NoiseConfig:
     learned_fixed: bool = False
     periodic: bool = False
     correlated: bool = False
+    tone: bool = False
     compat: str = "physics"
     shot_sampler: str = "gaussian"
     channels: int = 4
@@ -99,6 +109,11 @@ class NoiseConfig:
             raise ValueError("the 'corr' component needs compat='physics' (the original has no such component)")
         if self.correlated and not (self.shot or self.read):
             raise ValueError("the 'corr' component correlates the shot/read noise: add 'shot' or 'read'")
+        if self.tone and self.compat == "starlight":
+            raise ValueError("the 'tone' component needs compat='physics' (the original has no such component)")
+        if self.tone and len(self.components) == 1:
+            raise ValueError("the 'tone' component shapes the other components' noise: add at least one, "
+                             "e.g. 'shot_read_tone'")
         if self.per_channel and self.compat == "starlight":
             raise ValueError("per_channel needs compat='physics': the original shares its scalars across channels")
         if not (isinstance(self.channels, int) and self.channels >= 1):
@@ -130,6 +145,8 @@ class NoiseConfig:
         for field in ("uniform", "column", "column_t", "row", "fixed", "learned_fixed", "periodic"):
             if getattr(self, field):
                 names.append(field)
+        if self.tone:  # the gain scales the components above; its offset is one more additive term
+            names.append("tone_offset")
         return tuple(names)
 
 

@@ -272,14 +272,6 @@ def plot_table(header: list[str], rows: list[list], *, title: str = "") -> Figur
 # ----------------------------------------------------------------------------------------------------
 # Everything for one model
 # ----------------------------------------------------------------------------------------------------
-def display_crop(dataset, train_crop: int, cap: int = 256) -> int:
-    """The largest multiple of 64 that fits every frame (at most ``cap``; ``train_crop`` if unknown)."""
-    if dataset.frame_shape is None:
-        return int(train_crop)
-    side = min(min(dataset.frame_shape) // 64 * 64, cap)
-    return int(max(side, 64))
-
-
 def write_figures(model, dataset, out_dir, *, crop_size: int, frames: int, train_crop: int,
                   seed: int = 0, max_bursts: Optional[int] = 8, burst: int = 0, frame: int = 0,
                   title: str = "", log=print) -> list[pathlib.Path]:

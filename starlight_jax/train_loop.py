@@ -28,6 +28,7 @@ import orbax.checkpoint as ocp
 
 from starlight_jax import metrics as metrics_lib
 from starlight_jax import training
+from starlight_jax.noise import MAP_PARAMS
 from starlight_jax.parallel import DataParallel
 
 
@@ -78,14 +79,14 @@ def load_config(workdir) -> tuple[training.TrainConfig, RunConfig]:
 def _data_init(cfg: training.TrainConfig, dataset, global_batch: int, max_batches: int = 8) -> dict:
     """`training.data_init` on the first ``max_batches`` training batches of epoch 0 (deterministic in the
     seed): the loader's bursts depend on their position only, so these are the first bursts read one by one."""
-    from starlight_jax.evaluation import load_batches
+    from starlight_jax.evaluation import load_batches, residual_arrays
 
     n_bursts = max(1, min(max_batches, len(dataset.split("train")) // global_batch)) * global_batch
     batches = load_batches(dataset, "train", crop_size=cfg.crop_size, frames=cfg.frames, seed=cfg.seed,
                            max_bursts=n_bursts)
-    noisy = np.concatenate([b["noisy"] for b in batches])
-    clean = np.broadcast_to(np.concatenate([b["clean"] for b in batches]), noisy.shape)
-    return training.data_init(cfg, noisy, clean)
+    # The model adds the fixed1 map itself: fit the rest (as the baselines are fitted).
+    noisy, clean, noisy_raw = residual_arrays(dataset, batches, cfg.generator.noise.fixed)
+    return training.data_init(cfg, noisy, clean, clipped=noisy_raw)
 
 
 def checkpoint_managers(workdir: pathlib.Path, keep: int):
@@ -160,9 +161,11 @@ def train_and_evaluate(cfg: training.TrainConfig, run: RunConfig, *, resume: boo
     init_values = None
     if cfg.init_from_data:
         init_values = _data_init(cfg, dataset, global_batch)
-        shown = {k: v for k, v in init_values.items() if k != "corr_kernel"}
+        shown = {k: v for k, v in init_values.items() if k not in MAP_PARAMS}
         log(f"initial shot/read from a Poisson-Gaussian fit of the training pairs: {shown}"
-            + ("; corr kernel from the residuals' power spectrum" if "corr_kernel" in init_values else ""))
+            + ("; corr kernel from the residuals' power spectrum" if "corr_kernel" in init_values else "")
+            + ("; tone curves from the residuals' level and mean per intensity" if "tone_gain" in init_values
+               else ""))
     state = training.create_train_state(jax.random.key(cfg.seed), cfg, fixed_pattern=fixed,
                                         init_values=init_values)
     latest, best = checkpoint_managers(workdir, run.keep)

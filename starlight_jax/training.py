@@ -184,19 +184,22 @@ def _optimizers(cfg: TrainConfig, g_params):
 DATA_INIT_FLOOR = 1e-2  # of noise.PHYSICS_INIT, see data_init
 
 
-def data_init(cfg: TrainConfig, noisy, clean) -> dict:
+def data_init(cfg: TrainConfig, noisy, clean, *, clipped=None) -> dict:
     """Initial shot and read scales ``{"shot": a, "read": b}`` (those in ``cfg``'s noiselist) from a
-    per-channel Poisson-Gaussian fit of ``noisy`` vs ``clean``, averaged over channels (kept per channel,
+    per-channel Poisson-Gaussian fit of ``noisy`` vs ``clean`` (the baselines' fit,
+    `fit_poisson_gaussian_censored`: away from the clipping when the data are clipped; ``clipped``: the
+    values to test for it, default ``noisy``), averaged over channels (kept per channel,
     as ``[C]`` arrays, when the noise model has ``per_channel``); with ``corr``, also ``corr_kernel`` from
-    the residuals' spectrum (`correlation_kernel`).
+    the residuals' spectrum (`correlation_kernel`); with ``tone``, also ``tone_gain``/``tone_offset`` from the
+    residuals' level and mean against the clean intensity (`tone_init`).
 
     A fit can return 0 (sRGB data often fit a = 0), whose log is not a usable start: each value is floored
     at 1 % of its fixed initial value, small enough not to add noise the data do not have (flooring at the
     fixed value itself gave sRGB runs a shot term of 1e-3, ~0.02 of noise std at mid-grey)."""
-    from starlight_jax.baselines import fit_poisson_gaussian
+    from starlight_jax.baselines import fit_poisson_gaussian_censored
     from starlight_jax.noise import PHYSICS_INIT
 
-    fit = fit_poisson_gaussian(noisy, clean)
+    fit = fit_poisson_gaussian_censored(noisy, clean, clipped=clipped)
     noise = cfg.generator.noise
     if noise.per_channel:
         values = {"shot": np.asarray(fit.a, np.float64), "read": np.asarray(fit.b, np.float64)}
@@ -206,7 +209,68 @@ def data_init(cfg: TrainConfig, noisy, clean) -> dict:
         out = {k: max(v, DATA_INIT_FLOOR * PHYSICS_INIT[k]) for k, v in values.items() if getattr(noise, k)}
     if noise.correlated:
         out["corr_kernel"] = correlation_kernel(np.asarray(noisy) - np.asarray(clean))
+    if noise.tone:
+        out.update(tone_init(noise, out, noisy, clean))
     return out
+
+
+def tone_init(noise_cfg, init_values: dict, noisy, clean, *, min_weight: float = 64.0) -> dict:
+    """The ``tone`` curves that make the noise model's level and mean match the data's at every intensity.
+
+    The model without ``tone`` (at ``init_values``, other parameters at their initial values) is sampled
+    once on ``clean``. Per channel, the data's squared residual, its residual and the model's squared noise
+    are each fitted by least squares as piecewise-linear functions of the clean value on the curves' knots
+    (the interpolation `noise.tone_curve` uses, so the fits are unbiased up to the ends); the gain is
+    ``sqrt((E[r²] − E[r]²) / E[n²])`` and the offset ``E[r]`` at each knot. Knots with less than
+    ``min_weight`` pixels take the nearest well-measured knots' values.
+
+    Returns:
+      ``{"tone_gain": [K, C] gains (not logs), "tone_offset": [K, C]}``.
+    """
+    from starlight_jax import noise as noise_lib
+
+    plain = dataclasses.replace(noise_cfg, tone=False)
+    params = {**noise_lib.init_params(plain),
+              **{k: noise_lib.stored_value(k, v, plain) for k, v in init_values.items()}}
+    clean32 = jnp.asarray(clean, jnp.float32)
+    model = np.asarray(noise_lib.add_noise(jax.random.key(0), params, clean32, plain) - clean32, np.float64)
+    residual = np.asarray(noisy, np.float64) - np.asarray(clean, np.float64)
+    knots = noise_lib.TONE_KNOTS
+    t = np.clip(np.asarray(clean, np.float64), 0, 1) * (knots - 1)
+    gain, offset = np.ones((knots, noise_cfg.channels)), np.zeros((knots, noise_cfg.channels))
+    for c in range(noise_cfg.channels):
+        fit, weight = _piecewise_linear_fit(t[..., c].ravel(), knots)
+        ok = weight >= min_weight
+        if not ok.any():
+            continue
+        r, n = residual[..., c].ravel(), model[..., c].ravel()
+        mean, second, model_var = fit(r), fit(r * r), np.maximum(fit(n * n), 1e-12)
+        g = np.sqrt(np.clip((second - mean ** 2) / model_var, 1e-4, None))
+        k = np.flatnonzero(ok)
+        gain[:, c] = np.interp(np.arange(knots), k, g[ok])
+        offset[:, c] = np.interp(np.arange(knots), k, mean[ok])
+    return {"tone_gain": gain.astype(np.float32), "tone_offset": offset.astype(np.float32)}
+
+
+def _piecewise_linear_fit(t, knots: int):
+    """Least squares in the hat basis on knots 0..K−1 at positions ``t`` in [0, K−1]: returns
+    ``(fit, weight)`` where ``fit(y)`` gives the K knot values and ``weight`` each knot's total hat weight."""
+    lo = np.clip(np.floor(t), 0, knots - 2).astype(np.int64)
+    w1 = t - lo
+    w0 = 1 - w1
+    normal = np.zeros((knots, knots))
+    np.add.at(normal, (np.arange(knots), np.arange(knots)),
+              np.bincount(lo, w0 * w0, knots) + np.bincount(lo + 1, w1 * w1, knots))
+    cross = np.bincount(lo, w0 * w1, knots)[:-1]
+    normal[np.arange(knots - 1), np.arange(1, knots)] += cross
+    normal[np.arange(1, knots), np.arange(knots - 1)] += cross
+    normal += 1e-9 * np.trace(normal) / knots * np.eye(knots)  # keeps empty knots solvable
+    weight = np.bincount(lo, w0, knots) + np.bincount(lo + 1, w1, knots)
+
+    def fit(y):
+        return np.linalg.solve(normal, np.bincount(lo, w0 * y, knots) + np.bincount(lo + 1, w1 * y, knots))
+
+    return fit, weight
 
 
 def correlation_kernel(residual, size: Optional[int] = None) -> np.ndarray:

@@ -9,6 +9,7 @@ import importlib.util
 import json
 import math
 import pathlib
+import types
 
 import jax
 import numpy as np
@@ -179,10 +180,20 @@ def test_evaluate_cli_writes_json(run_dir, tmp_path, capsys):
                            "--max_train_bursts", "3"])
     data = json.loads(out.read_text())
     assert {"model", "gaussian", "poisson_gaussian", "physical_parameters", "baselines", "setup"} <= set(data)
-    assert data["model"]["n_images"] == 2 and data["setup"]["crop_size"] == 64  # defaults from config.json
+    assert data["model"]["n_images"] == 2 and data["setup"]["crop_size"] == 64  # the whole 64² frames
     assert data["checkpoint"]["step"] == 0
     printed = capsys.readouterr().out
     assert "Poisson-Gaussian" in printed and "KLD starlight (mean)" in printed
+
+
+def test_largest_crop_is_the_largest_multiple_of_64_that_fits_every_frame():
+    frames = lambda shape: types.SimpleNamespace(frame_shape=shape)  # noqa: E731
+    assert evaluation.largest_crop(frames((241, 1024)), 64) == 192
+    assert evaluation.largest_crop(frames((512, 512)), 64) == 512
+    assert evaluation.largest_crop(frames((1024, 2048)), 64) == 512
+    assert evaluation.largest_crop(frames((1024, 2048)), 64, cap=256) == 256
+    assert evaluation.largest_crop(frames((40, 40)), 64) == 64
+    assert evaluation.largest_crop(frames(None), 128) == 128
 
 
 def test_evaluate_cli_missing_checkpoint(tmp_path, capsys):

@@ -288,3 +288,45 @@ def test_corr_starts_white_and_a_kernel_correlates_neighbours_at_the_same_varian
     assert float(jnp.abs(grads["corr_kernel"]).max()) > 0
     with pytest.raises(ValueError, match="corr"):
         parse_noiselist("uniform_corr")
+
+
+def test_tone_starts_as_the_plain_model_and_its_curves_set_level_and_mean_per_intensity():
+    cfg = parse_noiselist("shot_read_uniform_tone", channels=2)
+    assert cfg.components[-1] == "tone_offset" and cfg.noiselist == "shot_read_uniform_tone"
+    params = noise.init_params(cfg)
+    assert params["tone_gain"].shape == params["tone_offset"].shape == (noise.TONE_KNOTS, 2)
+    plain_cfg = parse_noiselist("shot_read_uniform", channels=2)
+    plain = {k: v for k, v in params.items() if not k.startswith("tone")}
+    ramp = jnp.broadcast_to(jnp.linspace(0, 1, 64)[None, :, None], (4, 64, 64, 2))
+    np.testing.assert_array_equal(noise.add_noise(KEY, params, ramp, cfg), noise.add_noise(KEY, plain, ramp, plain_cfg))
+
+    # Channel 0: gain rising linearly from 1 to 3 (log stored), offset constant 0.01; channel 1 untouched.
+    knots = np.linspace(0, 1, noise.TONE_KNOTS)
+    gain = np.ones((noise.TONE_KNOTS, 2), np.float32)
+    gain[:, 0] = 1 + 2 * knots
+    offset = np.zeros((noise.TONE_KNOTS, 2), np.float32)
+    offset[:, 0] = 0.01
+    params = {**params, "tone_gain": noise.stored_value("tone_gain", gain, cfg),
+              "tone_offset": noise.stored_value("tone_offset", offset, cfg)}
+    np.testing.assert_allclose(params["tone_offset"][:, 0], 0.01 / noise.UNIT_PARAMS["tone_offset"], rtol=1e-6)
+    np.testing.assert_allclose(noise.tone_curve(jnp.asarray(gain), jnp.asarray([[0.0, 0.0], [0.5, 0.5],
+                                                                                 [2.0, -1.0]])),
+                               [[1, 1], [2, 1], [3, 1]], rtol=1e-6)  # interpolates, clips outside [0, 1]
+    a, b, q = (float(np.exp(params[k])) for k in ("shot", "read", "uniform"))
+    for level in (0.2, 0.7):
+        clean = flat(level, (8, 64, 64, 2))
+        n = np.asarray(noise.add_noise(KEY, params, clean, cfg) - clean, np.float64)
+        var = a * level + b + q * q / 12
+        for c, (g, o) in enumerate(((1 + 2 * level, 0.01), (1.0, 0.0))):
+            x = n[..., c]
+            assert abs(x.mean() - o) < 5 * g * math.sqrt(var / x.size)
+            assert abs(x.var() - g * g * var) < 5 * g * g * var * math.sqrt(2 / x.size)
+    parts = noise.sample_components(KEY, params, flat(0.5, (2, 16, 16, 2)), cfg)
+    np.testing.assert_allclose(sum(parts.values()), noise.add_noise(KEY, params, flat(0.5, (2, 16, 16, 2)), cfg)
+                               - 0.5, atol=1e-6)
+    grads = jax.grad(lambda p: jnp.mean(noise.add_noise(KEY, p, ramp, cfg) ** 2))(params)
+    assert np.all(np.abs(np.asarray(grads["tone_gain"])) > 0) and np.all(np.abs(np.asarray(grads["tone_offset"])) > 0)
+    with pytest.raises(ValueError, match="tone"):
+        parse_noiselist("tone", channels=2)
+    with pytest.raises(ValueError, match="tone"):
+        parse_noiselist("shot_read_tone", compat="starlight")

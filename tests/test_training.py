@@ -21,6 +21,7 @@ import numpy as np
 import optax
 import pytest
 
+from starlight_jax import noise as noise_lib
 from starlight_jax import train_loop, training
 from starlight_jax.data.pipeline import BurstLoader
 from starlight_jax.models.discriminator import apply_discriminator
@@ -509,3 +510,30 @@ def test_cli_bad_flags_exit_early(cli, monkeypatch, capsys, tmp_path, flags, mes
     if flags[0] == "--noiselist":
         assert "sparkle" in err  # names the bad token
     assert not any(tmp_path.iterdir())  # no run folder was made
+
+
+def test_data_init_of_tone_matches_the_residual_level_and_mean_per_intensity():
+    """Residuals with std 0.01·(1 + sin πx) (rises then falls, unlike any a·x + b) and mean 0.002·x: at every
+    knot, gain² × the Poisson-Gaussian variance is the true variance and the offset the true mean, within 5
+    standard errors of a least-squares fit in the hat basis (uniform x: normal matrix n·T with T tridiagonal,
+    1/3 or 2/3 on the diagonal, 1/6 beside it; a squared Gaussian residual has relative variance 2, and the
+    data's and the model sample's errors add)."""
+    rng = np.random.default_rng(2)
+    clean = rng.uniform(0, 1, (64, 64, 64, 3))
+    std, mean = (lambda x: 0.01 * (1 + np.sin(np.pi * x))), (lambda x: 0.002 * x)
+    noisy = clean + mean(clean) + std(clean) * rng.standard_normal(clean.shape)
+    cfg = training.TrainConfig(noiselist="shot_read_tone", network="noUnet", crop_size=64, frames=1, channels=3)
+    values = training.data_init(cfg, noisy, clean)
+    k = values["tone_gain"].shape[0]
+    knots = np.linspace(0, 1, k)[:, None]
+    n_interval = clean[..., 0].size / (k - 1)
+    tri = np.diag(np.r_[1 / 3, np.full(k - 2, 2 / 3), 1 / 3]) + np.diag(np.full(k - 1, 1 / 6), 1) \
+        + np.diag(np.full(k - 1, 1 / 6), -1)
+    unit_var = np.diag(np.linalg.inv(tri))[:, None] / n_interval  # variance of a knot value per unit noise variance
+    ratio = values["tone_gain"] ** 2 * (values["shot"] * knots + values["read"]) / std(knots) ** 2
+    assert np.all(np.abs(ratio - 1) < 5 * np.sqrt(2 * 2 * unit_var)), np.abs(ratio - 1).max()
+    assert np.all(np.abs(values["tone_offset"] - mean(knots)) < 5 * std(knots) * np.sqrt(unit_var))
+    state = training.create_train_state(jax.random.key(0), cfg, init_values=values)
+    used = noise_lib.scales(state.g_params["noise"], cfg.generator.noise)
+    np.testing.assert_allclose(used["tone_gain"], values["tone_gain"], rtol=1e-5)
+    np.testing.assert_allclose(used["tone_offset"], values["tone_offset"], rtol=1e-5, atol=1e-9)
