@@ -214,13 +214,13 @@ def data_init(cfg: TrainConfig, noisy, clean, *, clipped=None) -> dict:
     return out
 
 
-def tone_init(noise_cfg, init_values: dict, noisy, clean, *, min_weight: float = 64.0) -> dict:
+def tone_init(noise_cfg, init_values: dict, noisy, clean, *, min_weight: float = 1024.0) -> dict:
     """The ``tone`` curves that make the noise model's level and mean match the data's at every intensity.
 
     The model without ``tone`` (at ``init_values``, other parameters at their initial values) is sampled
     once on ``clean``. Per channel, the data's squared residual, its residual and the model's squared noise
     are each fitted by least squares as piecewise-linear functions of the clean value on the curves' knots
-    (the interpolation `noise.tone_curve` uses, so the fits are unbiased up to the ends); the gain is
+    (the interpolation `noise.tone_curve` uses, with a light smoothness penalty); the gain is
     ``sqrt((E[r²] − E[r]²) / E[n²])`` and the offset ``E[r]`` at each knot. Knots with less than
     ``min_weight`` pixels take the nearest well-measured knots' values.
 
@@ -264,6 +264,10 @@ def _piecewise_linear_fit(t, knots: int):
     cross = np.bincount(lo, w0 * w1, knots)[:-1]
     normal[np.arange(knots - 1), np.arange(1, knots)] += cross
     normal[np.arange(1, knots), np.arange(knots - 1)] += cross
+    # A second-difference penalty (10 % of a typical knot's weight) keeps sparsely seen knots, the end
+    # ones above all, on their neighbours' line instead of fitting a handful of pixels.
+    second_diff = np.diff(np.eye(knots), 2, axis=0)
+    normal += 0.1 * np.median(np.diag(normal)) * second_diff.T @ second_diff
     normal += 1e-9 * np.trace(normal) / knots * np.eye(knots)  # keeps empty knots solvable
     weight = np.bincount(lo, w0, knots) + np.bincount(lo + 1, w1, knots)
 
