@@ -3,8 +3,9 @@
     python experiments/export.py --checkpoint checkpoints/<run> --out checkpoints/default --drop_fixed
 
 ``--out checkpoints/default`` replaces the model `synthesize(key, clean)` uses when given no params.
-``--drop_fixed`` removes the ``fixed1``/``learnedfixed`` maps (they belong to one sensor and frame size) so
-that the model applies to images of any size; only for ``noUnet`` generators. The command, run and step
+``--drop_fixed`` removes the ``fixed1``/``learnedfixed`` maps (they belong to one sensor and frame size) and
+the rounding to the training data's quantisation step (one ADC or file format), so that the model applies
+to images of any size and bit depth; only for ``noUnet`` generators. The command, run and step
 are recorded in ``generator.json`` under ``info``, and the run's ``config.json`` is copied beside it, so
 that ``evaluate.py``, ``sample.py`` and ``denoise_benchmark.py`` take the exported folder as ``--checkpoint``.
 """
@@ -31,7 +32,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_checkpoint_flags(ap, REPO / "checkpoints")
     ap.add_argument("--out", required=True, help="folder for generator.json + generator.npz")
-    ap.add_argument("--drop_fixed", action="store_true", help="drop the sensor's fixed-pattern maps")
+    ap.add_argument("--drop_fixed", action="store_true", help="drop the sensor's fixed-pattern maps and output rounding")
     ap.add_argument("--note", default="", help="free text stored in generator.json")
     args = ap.parse_args(argv)
 

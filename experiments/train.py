@@ -57,6 +57,13 @@ def parse_args(argv=None):
                    help="comma-separated encoder widths, e.g. 8,16,32,64,64 for a small U-Net")
     g.add_argument("--per_channel", action="store_true", help="one shot/read/uniform/row value per channel "
                    "(sRGB data; a raw sensor's channels share them)")
+    g.add_argument("--level_weight", type=float, default=None,
+                   help="weight of the term holding the generated residual power per channel to the real batch's "
+                        "(default 1 under --compat physics, 0 under starlight: the original has none)")
+    g.add_argument("--quantize", default="auto",
+                   help="round the generator's output to the data's quantisation step: 'auto' (default: the "
+                        "dataset's step, e.g. 1/255 for 8-bit files, under --compat physics), 'none', or a step "
+                        "such as 0.00392")
     g.add_argument("--unet_skip", action="store_true", help="Unet/Unet_cat: output (x + n) + gate * U-Net, the "
                    "gate starting at 0, so the U-Net learns a correction to the physical noise")
     g.add_argument("--discriminator_loss", default=None, help="critic input domain (physics default real, "
@@ -171,6 +178,18 @@ def main(argv=None):
         dataset = load_dataset(args.dataset, args.data_dir, **options)
     except (ValueError, FileNotFoundError) as e:
         fail(f"--dataset {args.dataset}: {e}")
+    if args.quantize == "auto":
+        quantize = dataset.info.get("quantization_step") if args.compat == "physics" else None
+    elif args.quantize == "none":
+        quantize = None
+    else:
+        try:
+            quantize = float(args.quantize)
+        except ValueError:
+            fail(f"--quantize must be 'auto', 'none' or a step such as 0.00392, got {args.quantize!r}")
+    level_weight = args.level_weight if args.level_weight is not None else float(args.compat == "physics")
+    if level_weight < 0:
+        fail(f"--level_weight must be >= 0, got {level_weight}")
     devices = args.devices or jax.local_device_count()
     total_steps = args.steps or epochs * (len(dataset.train) // (args.batch_size * devices))
     lr_decay = mode.pop("lr_decay")
@@ -179,7 +198,7 @@ def main(argv=None):
         cfg = training.TrainConfig(
             noiselist=args.noiselist, compat=args.compat, network=network, unet_opts=args.unet_opts,
             unet_widths=args.unet_widths, unet_skip=args.unet_skip, sigmoid=args.sigmoid, critic_width=critic_width,
-            per_channel=args.per_channel, **mode, lr=args.lr,
+            per_channel=args.per_channel, quantize=quantize, level_weight=level_weight, **mode, lr=args.lr,
             n_critic=n_critic, physics_optimizer=args.physics_optimizer, decay_steps=decay_steps,
             lambda_gp=args.lambda_gp, batch_size=args.batch_size, frames=frames, crop_size=crop,
             channels=args.channels or dataset.channels, seed=args.seed)

@@ -131,11 +131,13 @@ def save_generator(model: NoiseModel, folder, info: dict | None = None) -> pathl
 
 
 def without_sensor_maps(model: NoiseModel) -> NoiseModel:
-    """The same model without its ``fixed1``/``learnedfixed`` maps, for use on images of any size.
+    """The same model without its ``fixed1``/``learnedfixed`` maps and its output rounding, for use on
+    images of any size and bit depth.
 
-    A fixed-pattern map belongs to one sensor and one frame size; the random components (shot, read, row,
-    …) are what transfers to other images. Only valid for noise-only generators (``noUnet``): a U-Net
-    trained with the map in its input would see a different input without it.
+    A fixed-pattern map belongs to one sensor and one frame size, the quantisation step
+    (`GeneratorConfig.quantize`) to one ADC or file format; the random components (shot, read, row, …) are
+    what transfers to other images. Only valid for noise-only generators (``noUnet``): a U-Net trained with
+    the map in its input would see a different input without it.
     """
     import dataclasses
 
@@ -145,7 +147,7 @@ def without_sensor_maps(model: NoiseModel) -> NoiseModel:
     noise_cfg = dataclasses.replace(model.config.noise, fixed=False, learned_fixed=False)
     noise = {k: v for k, v in model.params["noise"].items() if k not in ("fixed_pattern", "learned_fixed")}
     return NoiseModel(params={**model.params, "noise": noise},
-                      config=dataclasses.replace(model.config, noise=noise_cfg))
+                      config=dataclasses.replace(model.config, noise=noise_cfg, quantize=None))
 
 
 def load_generator(folder) -> NoiseModel:

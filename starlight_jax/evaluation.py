@@ -22,6 +22,11 @@ Metrics per model (all in `starlight_jax.metrics`):
 * ``residual_mean`` / ``residual_std`` of sample 0 (also given for the real data, key ``"real"``);
 * ``n_bursts``, ``n_images`` (= bursts x frames: the number of noisy images scored) and ``n_samples``.
 
+When the model rounds its output to the data's quantisation step (`GeneratorConfig.quantize`), the
+baselines' samples are rounded to the same step, so that the comparison is of the noise, not of the lattice
+(the image-histogram KLD of SPEC §6.1 has 1000 bins: real 8-bit data fill one in four, a continuous sample
+all of them).
+
 The residual metrics (``kld_noiseflow``, ``akld``, residual statistics, noise level functions) measure
 residuals from clean + the dataset's fixed pattern when the baselines use it (`score_samples`).
 
@@ -197,10 +202,12 @@ def baseline_std(baseline, clean):
 
 
 @jax.jit
-def _sample_baseline(baseline, key, clean, offset_map):
+def _sample_baseline(baseline, key, clean, offset_map, step=None):
     # clip(x + offset + std(x) eps); with a zero offset map this is exactly baseline.sample(key, clean).
+    # A model that rounds its output (GeneratorConfig.quantize) has its baselines rounded the same way.
     eps = jax.random.normal(key, clean.shape, clean.dtype)
-    return jnp.clip(clean + offset_map + baseline_std(baseline, clean) * eps, 0.0, 1.0)
+    noisy = clean + offset_map + baseline_std(baseline, clean) * eps
+    return jnp.clip(noisy if step is None else jnp.round(noisy / step) * step, 0.0, 1.0)
 
 
 @functools.partial(jax.jit, static_argnames=("use_offset",))
@@ -259,7 +266,8 @@ def draw_samples(model: NoiseModel, dataset, baselines: Baselines, *, crop_size:
             if m == "model":
                 draws = [_sample_model(model, k, clean, offset, use_offset) for k in keys]
             else:
-                draws = [_sample_baseline(getattr(baselines, m), k, clean, fp) for k in keys]
+                draws = [_sample_baseline(getattr(baselines, m), k, clean, fp, model.config.quantize)
+                         for k in keys]
             out[m].append(np.stack([np.asarray(d) for d in draws]))
     generated = {m: np.stack(v, axis=1) for m, v in out.items()}
     return EvalSamples(np.concatenate([b["clean"] for b in batches]),

@@ -42,6 +42,11 @@ class GeneratorConfig:
         (``params["gate"]``) that starts at 0, so training starts from the physical model and the U-Net
         learns a correction to it (the ReZero idea). Off by default, as in the original, whose U-Net must
         first learn to reproduce its input.
+      quantize: the data's quantisation step (e.g. 1/255 for 8-bit files), or None (default: continuous
+        output). The output is rounded to multiples of it before the clip, as the camera's ADC or the file
+        format rounds the real images, with a straight-through gradient (that of the unrounded output).
+        Otherwise every real residual lies on a lattice that no continuous sample does, and the critic
+        can tell them apart by that alone.
     """
 
     noise: NoiseConfig = dataclasses.field(default_factory=lambda: parse_noiselist(DEFAULT_NOISELIST))
@@ -50,6 +55,7 @@ class GeneratorConfig:
     unet_widths: Optional[tuple[int, ...]] = None
     patches: str = "patches_after"
     unet_skip: bool = False
+    quantize: Optional[float] = None
 
     def __post_init__(self):
         if self.network not in NETWORKS:
@@ -59,6 +65,8 @@ class GeneratorConfig:
         if self.unet_skip and self.network not in ("Unet", "Unet_cat"):
             raise ValueError(f"unet_skip needs network 'Unet' or 'Unet_cat' (it adds the noisy image to the "
                              f"U-Net's output), got {self.network!r}")
+        if self.quantize is not None and not (isinstance(self.quantize, (int, float)) and 0 < self.quantize < 1):
+            raise ValueError(f"quantize must be a step in (0, 1) such as 1/255, or None; got {self.quantize!r}")
         if self.network != "noUnet":
             _unet(self)  # parses unet_opts now, so a bad string fails before anything is traced
 
@@ -103,7 +111,7 @@ def _unet(config: GeneratorConfig):
 
 
 def generate(params, key, clean, config: GeneratorConfig, *, train: bool = False, fixed_offset=None):
-    """One forward pass of the generator: ``clip(Net?(x + noise), 0, 1)``, shape of ``clean``.
+    """One forward pass of the generator: ``clip(round?(Net?(x + noise)), 0, 1)``, shape of ``clean``.
 
     Args:
       params: ``{"noise": ..., "net": ...}``.
@@ -131,7 +139,14 @@ def generate(params, key, clean, config: GeneratorConfig, *, train: bool = False
         else:
             out = net(net_in)
         y = y + params["gate"] * out if config.unet_skip else out
+    if config.quantize is not None:  # round, then clip: a saturated pixel reads exactly 1
+        y = quantize(y, config.quantize)
     return jnp.clip(y, 0.0, 1.0)
+
+
+def quantize(y, step: float):
+    """``y`` rounded to multiples of ``step``; the gradient is that of ``y`` (straight-through)."""
+    return y + jax.lax.stop_gradient(jnp.round(y / step) * step - y)
 
 
 # The trained default that `synthesize(key, clean)` uses (README: how it was produced).

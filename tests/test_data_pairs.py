@@ -113,6 +113,9 @@ def test_pairs_formats(tmp_path, fmt, channels):
     for kind in ("noisy", "clean"):
         assert rec[kind].shape == (1, 64, 64, channels) and rec[kind].dtype == np.float32
         np.testing.assert_allclose(rec[kind][0], expect[(kind, rec["name"])], atol=1e-6)
+    step = ds.info["quantization_step"]
+    assert step == pytest.approx(1 / (255 if fmt in ("png8", "jpg", "tif8") else 65535))
+    np.testing.assert_allclose(rec["noisy"] / step, np.round(rec["noisy"] / step), atol=1e-3)  # on the lattice
 
 
 # 64²·3 bytes = 12 KiB per file, 3 reads of one pair: 1024 MB keeps both files (2 decodes), 0 keeps none

@@ -57,6 +57,9 @@ def test_record_format_and_splits(small):
         assert 0.0 <= rec[k].min() and rec[k].max() <= 1.0
     assert np.all(rec["clean"] == rec["clean"][0])  # one clean image for the whole burst
     assert rec["clean"].max() == pytest.approx(0.55, rel=1e-6)
+    step = ds.info["quantization_step"]  # integer DN / D: every noisy value is a multiple of the step
+    assert step == pytest.approx(float(np.ravel(ds.truth["uniform"])[0]))
+    np.testing.assert_allclose(rec["noisy"] / step, np.round(rec["noisy"] / step), atol=1e-3)
 
 
 def test_deterministic_by_seed(small):

@@ -252,6 +252,9 @@ def test_without_sensor_maps_leaves_the_random_components_unchanged():
     np.testing.assert_allclose(generator_generate(slim, key, clean) + fixed, with_map, atol=1e-6)
     # ... and the slim model applies to any image size.
     assert generator_generate(slim, key, jax.numpy.full((80, 48, 4), 0.4)).shape == (80, 48, 4)
+    # The output rounding goes with the maps.
+    rounded = init_generator(jax.random.key(0), GeneratorConfig(noise=noise, quantize=1 / 255), fixed_pattern=fixed)
+    assert rounded.config.quantize == 1 / 255 and without_sensor_maps(rounded).config.quantize is None
     with pytest.raises(ValueError, match="Unet"):
         without_sensor_maps(init_generator(jax.random.key(0), GeneratorConfig(noise=noise, network="Unet"),
                                            fixed_pattern=fixed))

@@ -1,4 +1,6 @@
 """The full generator: noise + U-Net mode + clip, as one pure function."""
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -128,3 +130,25 @@ def test_unet_skip_starts_at_the_physical_model_and_learns_through_the_gate(netw
     # With the gate open, the U-Net's output is added to the physical model's.
     opened = {**model.params, "gate": jnp.full((4,), 0.5)}
     assert not np.allclose(sj.generate(opened, key, x, cfg), out, atol=1e-3)
+
+
+def test_quantize_rounds_the_output_with_a_straight_through_gradient():
+    cfg = sj.GeneratorConfig(noise=parse_noiselist("shot_read_uniform", channels=3), quantize=1 / 255)
+    model = sj.init_generator(jax.random.key(0), cfg)
+    x = clean((2, 32, 32, 3))
+    y = np.asarray(sj.generate(model.params, jax.random.key(1), x, cfg), np.float64)
+    np.testing.assert_allclose(y * 255, np.round(y * 255), atol=1e-4)
+    plain = dataclasses.replace(cfg, quantize=None)
+    y0 = np.asarray(sj.generate(model.params, jax.random.key(1), x, plain), np.float64)
+    assert np.abs(y - y0).max() <= 0.5 / 255 + 1e-6 and np.abs(y - y0).max() > 0.1 / 255
+    # The gradient is that of the unrounded output (not zero, as round's own gradient is).
+    loss = lambda c: lambda p: jnp.mean((sj.generate(p, jax.random.key(1), x, c) - x) ** 2)  # noqa: E731
+    g, g0 = jax.grad(loss(cfg))(model.params), jax.grad(loss(plain))(model.params)
+    np.testing.assert_allclose(g["noise"]["read"], g0["noise"]["read"], rtol=0.05)
+    assert float(g["noise"]["read"]) != 0
+    # A step that does not divide 1: a saturated pixel still reads exactly 1.
+    top = sj.generate(model.params, jax.random.key(1), jnp.ones((1, 8, 8, 3)), dataclasses.replace(cfg, quantize=0.3))
+    assert float(top.max()) == 1.0
+    for bad in (0.0, 1.5, "1/255"):
+        with pytest.raises(ValueError, match="quantize"):
+            dataclasses.replace(cfg, quantize=bad)

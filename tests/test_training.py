@@ -537,3 +537,28 @@ def test_data_init_of_tone_matches_the_residual_level_and_mean_per_intensity():
     used = noise_lib.scales(state.g_params["noise"], cfg.generator.noise)
     np.testing.assert_allclose(used["tone_gain"], values["tone_gain"], rtol=1e-5)
     np.testing.assert_allclose(used["tone_offset"], values["tone_offset"], rtol=1e-5, atol=1e-9)
+
+
+def test_level_term_is_the_squared_log_power_ratio_per_channel_and_pulls_the_level_to_the_data():
+    rng = np.random.default_rng(3)
+    real = rng.standard_normal((4, 32, 32, 2)) * np.array([0.01, 0.02])
+    assert float(training.level_term(jnp.asarray(real), jnp.asarray(real))) == 0.0
+    fake = real * np.array([2.0, 1.0])  # channel 0 at 4x the power: (log 4)^2 / 2 channels
+    np.testing.assert_allclose(float(training.level_term(jnp.asarray(fake), jnp.asarray(real))),
+                               np.log(4.0) ** 2 / 2, rtol=1e-5)
+    # Through the generator: a read variance above the data's gets a positive gradient (descent lowers it).
+    cfg = training.TrainConfig(noiselist="read", network="noUnet", crop_size=64, frames=1, channels=2, level_weight=1.0)
+    params = training.create_train_state(jax.random.key(0), cfg, init_values={"read": 4e-4}).g_params
+    clean = jnp.full((2, 1, 64, 64, 2), 0.5)
+    noisy = clean + 0.01 * jax.random.normal(jax.random.key(1), clean.shape)  # variance 1e-4
+    keys = jax.random.split(jax.random.key(2), 2)
+
+    def level(p):
+        fake = training.generate_batch(cfg, p, keys, {"clean": clean})
+        return training.level_term(fake - clean, noisy - clean)
+
+    assert float(jax.grad(level)(params)["noise"]["read"]) > 0
+    state = training.create_train_state(jax.random.key(0), cfg, init_values={"read": 4e-4})
+    _, metrics = jax.jit(functools.partial(training.g_step, cfg))(state, {"clean": clean, "noisy": noisy})
+    np.testing.assert_allclose(float(metrics["level"]), np.mean(np.log(4.0) ** 2), rtol=0.1)  # 4x the power
+    np.testing.assert_allclose(float(metrics["g_loss"]), float(metrics["g_adv"]) + float(metrics["level"]), rtol=1e-5)

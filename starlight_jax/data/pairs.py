@@ -118,12 +118,13 @@ def load_pairs(data_dir: str | pathlib.Path, *, test_every: int = 5, max_value: 
     """
     if test_every < 2:
         raise ValueError(f"test_every must be >= 2, got {test_every}")
-    items, channels = [], {}
+    items, channels, bits = [], {}, set()
     cache = _DecodedCache(int(cache_mb * 2**20))
     for name, noisy_path, clean_path in scan_pairs(data_dir):
         item, c = _pair_item(name, noisy_path, clean_path, max_value, cache)
         items.append(item)
         channels.setdefault(c, noisy_path)
+        bits.add(probe_image(noisy_path).bits)
     if len(channels) > 1:
         raise ValueError(f"channel-count mismatch between pairs: {channels[1]} is grey but {channels[3]} is colour")
     c = next(iter(channels))
@@ -136,4 +137,7 @@ def load_pairs(data_dir: str | pathlib.Path, *, test_every: int = 5, max_value: 
         frame_shape=common_frame_shape([train_src, test_src]),
         info={"split_rule": f"sorted file names; positions i with i % {test_every} == {test_every - 1} are test",
               "value_scale": "sample / (2**bits - 1)" if max_value is None else f"sample / {max_value}",
-              "burst": "T = 1 frame per pair", "data_dir": str(data_dir)})
+              "burst": "T = 1 frame per pair", "data_dir": str(data_dir),
+              # integer samples: every value is a multiple of one step (None when the files' depths differ)
+              "quantization_step": (1.0 / max_value if max_value else
+                                    1.0 / (2 ** next(iter(bits)) - 1) if len(bits) == 1 else None)})

@@ -385,4 +385,4 @@ def load_synthetic(config: SyntheticConfig | None = None, **overrides) -> BurstD
         info={"split_rule": f"test = scenes {list(config.test_scenes)}, train = the other scenes of SCENES; "
                             f"{config.bursts_per_scene} bursts per scene",
               "value_scale": "(DN - black) / D, clipped to [0, 1]; keeps a black pedestal (in fixed_pattern)",
-              "config": config})
+              "config": config, "quantization_step": float(np.ravel(truth["uniform"])[0])})
