@@ -59,7 +59,7 @@ def parse_args(argv=None):
                    "(sRGB data; a raw sensor's channels share them)")
     g.add_argument("--level_weight", type=float, default=None,
                    help="weight of the term holding the generated residual power per channel to the real batch's "
-                        "(default 1 under --compat physics, 0 under starlight: the original has none)")
+                        "(default 10 under --compat physics, 0 under starlight: the original has none)")
     g.add_argument("--quantize", default="auto",
                    help="round the generator's output to the data's quantisation step: 'auto' (default: the "
                         "dataset's step, e.g. 1/255 for 8-bit files, under --compat physics), 'none', or a step "
@@ -187,7 +187,7 @@ def main(argv=None):
             quantize = float(args.quantize)
         except ValueError:
             fail(f"--quantize must be 'auto', 'none' or a step such as 0.00392, got {args.quantize!r}")
-    level_weight = args.level_weight if args.level_weight is not None else float(args.compat == "physics")
+    level_weight = args.level_weight if args.level_weight is not None else 10.0 * (args.compat == "physics")
     if level_weight < 0:
         fail(f"--level_weight must be >= 0, got {level_weight}")
     devices = args.devices or jax.local_device_count()

@@ -140,14 +140,21 @@ def plot_components(components: dict, *, channel_names: Sequence[str], title: st
 
 
 def plot_residual_histograms(samples: evaluation.EvalSamples, *, channel_names: Sequence[str],
-                             bins: int = 120) -> Figure:
-    """Histograms of residuals (noisy - reference) per channel: real vs every model, log y."""
+                             bins: int = 120, step: Optional[float] = None) -> Figure:
+    """Histograms of residuals (noisy - reference) per channel: real vs every model, log y.
+
+    ``step``: the data's quantisation step; the bins are then a whole number of steps wide and centred on
+    its multiples (finer bins than the lattice would alternate between full and empty)."""
     res = {"real": samples.residual(samples.real)}
     res.update({k: samples.residual(v[0]) for k, v in samples.generated.items()})
     pooled = np.concatenate([v.ravel() for v in res.values()])
     lo, hi = np.percentile(pooled, [0.05, 99.95])
     pad = 0.05 * (hi - lo)
-    edges = np.linspace(lo - pad, hi + pad, bins + 1)
+    if step:
+        width = step * max(1, int(np.ceil((hi - lo + 2 * pad) / (bins * step))))
+        edges = np.arange((np.floor((lo - pad) / step) - 0.5) * step, hi + pad + width, width)
+    else:
+        edges = np.linspace(lo - pad, hi + pad, bins + 1)
     c = len(channel_names)
     fig = Figure(figsize=(3.6 * c, 3.4), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, c, sharey=True))
@@ -325,7 +332,8 @@ def write_figures(model, dataset, out_dir, *, crop_size: int, frames: int, train
                          title=f"learned noise components ({cfg.noiselist}, compat={cfg.compat}) of one frame"
                                + ("" if model.config.network == "noUnet" else "; before the U-Net")),
          "components.png")
-    save(plot_residual_histograms(samples, channel_names=names), "histograms.png")
+    save(plot_residual_histograms(samples, channel_names=names, step=dataset.info.get("quantization_step")),
+         "histograms.png")
     truth = None
     if dataset.truth is not None and baselines.fixed_pattern:
         truth = {"a": np.asarray(dataset.truth["shot"]), "b": np.asarray(dataset.truth["variance_law_b"])}
