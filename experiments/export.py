@@ -32,7 +32,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_checkpoint_flags(ap, REPO / "checkpoints")
     ap.add_argument("--out", required=True, help="folder for generator.json + generator.npz")
-    ap.add_argument("--drop_fixed", action="store_true", help="drop the sensor's fixed-pattern maps and output rounding")
+    ap.add_argument("--drop_fixed", action="store_true",
+                    help="drop the sensor's fixed-pattern maps and output rounding")
     ap.add_argument("--note", default="", help="free text stored in generator.json")
     args = ap.parse_args(argv)
 

@@ -588,7 +588,7 @@ def to_json(result: dict) -> dict:
     return _jsonable(result)
 
 
-__all__ = ["evaluate_model", "largest_crop", "fit_baselines", "Baselines", "draw_samples", "EvalSamples", "score_samples",
-           "nlf_curves", "physical_parameters", "learned_parameters", "baseline_parameters", "load_batches",
-           "is_srgb", "check_channels", "metrics_table", "parameter_table", "parameter_rows", "format_table",
-           "to_json", "run_dataset", "max_frames", "MODELS", "LABELS"]
+__all__ = ["evaluate_model", "largest_crop", "fit_baselines", "residual_arrays", "Baselines", "draw_samples",
+           "EvalSamples", "score_samples", "nlf_curves", "physical_parameters", "learned_parameters",
+           "baseline_parameters", "load_batches", "is_srgb", "check_channels", "metrics_table", "parameter_table",
+           "parameter_rows", "format_table", "to_json", "run_dataset", "max_frames", "MODELS", "LABELS"]

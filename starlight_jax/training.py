@@ -224,7 +224,7 @@ def tone_init(noise_cfg, init_values: dict, noisy, clean, *, min_weight: float =
     The model without ``tone`` (at ``init_values``, other parameters at their initial values) is sampled
     once on ``clean``. Per channel, the data's squared residual, its residual and the model's squared noise
     are each fitted by least squares as piecewise-linear functions of the clean value on the curves' knots
-    (the interpolation `noise.tone_curve` uses, with a light smoothness penalty); the gain is
+    (the interpolation `noise.tone_curve` uses, with a second-difference penalty); the gain is
     ``sqrt((E[r²] − E[r]²) / E[n²])`` and the offset ``E[r]`` at each knot. Knots with less than
     ``min_weight`` pixels take the nearest well-measured knots' values.
 
