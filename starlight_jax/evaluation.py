@@ -51,7 +51,7 @@ import numpy as np
 from starlight_jax import metrics as metrics_lib
 from starlight_jax.baselines import (GaussianBaseline, PoissonGaussianBaseline, fit_gaussian,
                                      fit_poisson_gaussian_censored)
-from starlight_jax.generator import NoiseModel, generate
+from starlight_jax.generator import NoiseModel, generate, quantize
 from starlight_jax.noise import MAP_PARAMS, scales
 
 MODELS = ("model", "gaussian", "poisson_gaussian")
@@ -207,7 +207,7 @@ def _sample_baseline(baseline, key, clean, offset_map, step=None):
     # A model that rounds its output (GeneratorConfig.quantize) has its baselines rounded the same way.
     eps = jax.random.normal(key, clean.shape, clean.dtype)
     noisy = clean + offset_map + baseline_std(baseline, clean) * eps
-    return jnp.clip(noisy if step is None else jnp.round(noisy / step) * step, 0.0, 1.0)
+    return jnp.clip(noisy if step is None else quantize(noisy, step), 0.0, 1.0)
 
 
 @functools.partial(jax.jit, static_argnames=("use_offset",))

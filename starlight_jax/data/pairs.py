@@ -28,7 +28,7 @@ import threading
 from typing import Any
 
 from starlight_jax.data.base import BurstDataset, BurstSource, Item, ItemInfo, common_frame_shape
-from starlight_jax.data.images import IMAGE_SUFFIXES, probe_image, read_image, to_unit_float
+from starlight_jax.data.images import IMAGE_SUFFIXES, ImageHeader, probe_image, read_image, to_unit_float
 
 __all__ = ["load_pairs", "scan_pairs"]
 
@@ -81,7 +81,7 @@ class _DecodedCache:
 
 
 def _pair_item(name: str, noisy_path: pathlib.Path, clean_path: pathlib.Path,
-               max_value: float | None, cache: _DecodedCache) -> tuple[Item, int]:
+               max_value: float | None, cache: _DecodedCache) -> tuple[Item, ImageHeader]:
     hn, hc = probe_image(noisy_path), probe_image(clean_path)
     if hn.shape != hc.shape:
         raise ValueError(f"size mismatch: {noisy_path} is {hn.shape} (H, W, C) but {clean_path} is {hc.shape}")
@@ -96,7 +96,7 @@ def _pair_item(name: str, noisy_path: pathlib.Path, clean_path: pathlib.Path,
             out[key] = to_unit_float(arr, bits, path, max_value)[None]
         return out
 
-    return Item(ItemInfo(name, 1, hn.shape[:2]), read), hn.shape[2]
+    return Item(ItemInfo(name, 1, hn.shape[:2]), read), hn
 
 
 def load_pairs(data_dir: str | pathlib.Path, *, test_every: int = 5, max_value: float | None = None,
@@ -121,10 +121,10 @@ def load_pairs(data_dir: str | pathlib.Path, *, test_every: int = 5, max_value: 
     items, channels, bits = [], {}, set()
     cache = _DecodedCache(int(cache_mb * 2**20))
     for name, noisy_path, clean_path in scan_pairs(data_dir):
-        item, c = _pair_item(name, noisy_path, clean_path, max_value, cache)
+        item, header = _pair_item(name, noisy_path, clean_path, max_value, cache)
         items.append(item)
-        channels.setdefault(c, noisy_path)
-        bits.add(probe_image(noisy_path).bits)
+        channels.setdefault(header.shape[2], noisy_path)
+        bits.add(header.bits)
     if len(channels) > 1:
         raise ValueError(f"channel-count mismatch between pairs: {channels[1]} is grey but {channels[3]} is colour")
     c = next(iter(channels))
