@@ -133,7 +133,8 @@ def main(argv=None):
     args = parse_args(argv)
     # Checks that need no JAX: done before anything is imported or compiled.
     try:
-        parse_noiselist(args.noiselist, compat=args.compat)
+        # The channel count is the dataset's, known later (the isp token's 3-channel check runs then).
+        parse_noiselist(args.noiselist, compat=args.compat, channels=args.channels or 3)
     except ValueError as e:
         fail(f"--noiselist: {e}")
     if args.crop_size is not None and (args.crop_size < 64 or args.crop_size % 64):

@@ -22,7 +22,11 @@ key                ``compat="starlight"`` (stored = used)      ``compat="physics
 ``corr_kernel``    –                                          (5, 5, C) kernel of ``corr`` (see `correlate`)
 ``tone_gain``      –                                          (K, C) log gain at K knots (see `tone_curve`)
 ``tone_offset``    –                                          (K, C) offset at K knots, in units of 1e-3
+``isp_*``          –                                          the camera pipeline of ``isp`` (`starlight_jax.isp`)
 =================  =========================================  =========================================
+
+With ``isp``, ``shot`` and ``read`` are the variance law of the *raw* mosaic (the pipeline turns it into sRGB
+noise), ``[3]`` per CFA colour with ``per_channel``.
 
 With ``NoiseConfig.per_channel`` the scalars of `PER_CHANNEL_PARAMS` are ``[C]`` arrays (one per channel) that
 broadcast against ``[..., C]``; every formula is unchanged.
@@ -38,6 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from starlight_jax import isp as isp_lib
 from starlight_jax.noiselist import NoiseConfig
 
 Params = Mapping[str, jax.Array]
@@ -62,7 +67,7 @@ CORR_SIZE = 5  # side of the `correlate` kernel
 TONE_KNOTS = 16
 
 # Parameters that are maps, kernels or curves, not physical scalars: left out of the scalar logs and tables.
-MAP_PARAMS = ("fixed_pattern", "learned_fixed", "corr_kernel", "tone_gain", "tone_offset")
+MAP_PARAMS = ("fixed_pattern", "learned_fixed", "corr_kernel", "tone_gain", "tone_offset", "isp_matrix")
 
 # Scalars that become one value per channel with NoiseConfig.per_channel (periodic stays shared).
 PER_CHANNEL_PARAMS = ("shot", "read", "uniform", "column", "column_t", "row")
@@ -70,7 +75,7 @@ PER_CHANNEL_PARAMS = ("shot", "read", "uniform", "column", "column_t", "row")
 # One key per possible component, split in this fixed order, so that switching one component on or off
 # never changes the random draws of the others.
 _KEY_ORDER = ("shot_read", "shot", "read", "uniform", "column", "column_t", "row", "fixed",
-              "learned_fixed", "periodic")
+              "learned_fixed", "periodic", "isp")
 
 _TINY_VARIANCE = 1e-12  # keeps sqrt differentiable where a·x + b touches 0
 
@@ -80,14 +85,18 @@ def scales(params: Params, cfg: NoiseConfig) -> dict:
     `UNIT_PARAMS` times their unit)."""
     if cfg.starlight:
         return dict(params)
-    return {k: (jnp.exp(v) if k in LOG_PARAMS else v * UNIT_PARAMS[k] if k in UNIT_PARAMS else v)
-            for k, v in params.items()}
+    out = {k: (jnp.exp(v) if k in LOG_PARAMS else v * UNIT_PARAMS[k] if k in UNIT_PARAMS else v)
+           for k, v in params.items()}
+    out.update(isp_lib.used_values(params))
+    return out
 
 
 def stored_value(name: str, value, cfg: NoiseConfig) -> jax.Array:
     """Inverse of `scales` for one parameter: the stored value whose used value is ``value``."""
     if not cfg.starlight and name in UNIT_PARAMS:
         return jnp.asarray(np.asarray(value, np.float32) / UNIT_PARAMS[name])
+    if not cfg.starlight and name.startswith("isp_"):
+        return isp_lib.stored_values({name: value})[name]
     if cfg.starlight or name not in LOG_PARAMS:
         return jnp.asarray(value, jnp.float32)
     value = np.asarray(value, np.float32)
@@ -124,6 +133,8 @@ def init_params(cfg: NoiseConfig, *, fixed_pattern=None, learned_fixed=None) -> 
         delta = np.zeros((CORR_SIZE, CORR_SIZE, cfg.channels), np.float32)
         delta[CORR_SIZE // 2, CORR_SIZE // 2] = 1.0
         params["corr_kernel"] = jnp.asarray(delta)
+    if cfg.isp:
+        params.update(isp_lib.init_params())
     if cfg.tone:  # gain 1 (log 0) and offset 0: the untouched physical noise until training says otherwise
         params["tone_gain"] = jnp.zeros((TONE_KNOTS, cfg.channels), jnp.float32)
         params["tone_offset"] = jnp.zeros((TONE_KNOTS, cfg.channels), jnp.float32)
@@ -319,6 +330,13 @@ def tone_curve(table, clean):
     return table[lo, channel] * (1 - frac) + table[lo + 1, channel] * frac
 
 
+def isp_noise(key, params: Params, clean, cfg: NoiseConfig):
+    """The shot/read noise made on the raw mosaic behind ``clean`` and developed by the camera pipeline
+    (``isp``; `starlight_jax.isp.isp_noise`)."""
+    s = scales(params, cfg)
+    return isp_lib.isp_noise(key, clean, s, s.get("shot"), s.get("read"))
+
+
 def tone_offset(key, params: Params, clean, cfg: NoiseConfig):
     """The ``tone`` component's offset :math:`o_c(x)` (deterministic: ``key`` is unused)."""
     del key
@@ -337,6 +355,7 @@ COMPONENTS: dict[str, Callable] = {
     "learned_fixed": learned_fixed_noise,
     "periodic": periodic_noise,
     "tone_offset": tone_offset,
+    "isp": isp_noise,
 }
 
 

@@ -29,13 +29,14 @@ TOKENS = {
     "periodic": "periodic",
     "corr": "correlated",
     "tone": "tone",
+    "isp": "isp",
 }
 
 # Canonical order and spelling used when a config is turned back into a string (the original's tokens).
 _CANONICAL = (("shot", "shot"), ("read", "read"), ("uniform", "uniform"), ("column", "row1"),
               ("column_t", "rowt"), ("row", "row"), ("fixed", "fixed1"),
               ("learned_fixed", "learnedfixed"), ("periodic", "periodic"), ("correlated", "corr"),
-              ("tone", "tone"))
+              ("tone", "tone"), ("isp", "isp"))
 
 DEFAULT_NOISELIST = "shot_read_uniform_row1_rowt_fixed1_periodic"
 
@@ -69,6 +70,11 @@ class NoiseConfig:
         to white). The sum of the other components is multiplied by a learnable per-channel gain of the
         clean intensity and a learnable offset of it is added (both piecewise linear over
         `noise.TONE_KNOTS` knots, starting at gain 1 and offset 0; see `noise.tone_curve`).
+      isp: the shot/read noise is made on a raw Bayer mosaic estimate of the clean sRGB image and
+        developed by a small learnable camera pipeline — demosaicking, a 3×3 colour matrix, luma/chroma
+        smoothing, a tone curve (token ``isp``; physics only, 3 channels; not in the original; see
+        `starlight_jax.isp`). Real sRGB noise is correlated in space and across channels and its level
+        rises and falls with the intensity; this makes all three come out of the physics.
       compat: ``"physics"`` (default, fixes SPEC §12 items 3–7 and 9) or ``"starlight"`` (the original).
       shot_sampler: ``"gaussian"`` (differentiable, default) or ``"poisson"`` (exact Poisson counts at
         gain ``a``; physics only; not differentiable in ``a``).
@@ -91,6 +97,7 @@ class NoiseConfig:
     periodic: bool = False
     correlated: bool = False
     tone: bool = False
+    isp: bool = False
     compat: str = "physics"
     shot_sampler: str = "gaussian"
     channels: int = 4
@@ -114,6 +121,17 @@ class NoiseConfig:
         if self.tone and len(self.components) == 1:
             raise ValueError("the 'tone' component shapes the other components' noise: add at least one, "
                              "e.g. 'shot_read_tone'")
+        if self.isp:
+            if self.compat == "starlight":
+                raise ValueError("the 'isp' component needs compat='physics' (the original has no such component)")
+            if not (self.shot or self.read):
+                raise ValueError("the 'isp' component develops the raw shot/read noise: add 'shot' and/or 'read', "
+                                 "e.g. 'shot_read_isp'")
+            if self.correlated:
+                raise ValueError("'isp' and 'corr' both correlate the shot/read noise: use one of them")
+            if self.channels != 3:
+                raise ValueError(f"the 'isp' component renders an RGB image from an RGGB mosaic: it needs 3 "
+                                 f"channels, got {self.channels}")
         if self.per_channel and self.compat == "starlight":
             raise ValueError("per_channel needs compat='physics': the original shares its scalars across channels")
         if not (isinstance(self.channels, int) and self.channels >= 1):
@@ -135,7 +153,9 @@ class NoiseConfig:
     def components(self) -> tuple[str, ...]:
         """Names of the additive components that contribute noise, in evaluation order."""
         names = []
-        if self.shot and self.read:
+        if self.isp:  # the shot/read noise, made on the mosaic and developed
+            names.append("isp")
+        elif self.shot and self.read:
             names.append("shot_read")
         elif self.shot and not self.starlight:
             names.append("shot")

@@ -82,7 +82,13 @@ def _data_init(cfg: training.TrainConfig, dataset, global_batch: int, max_batche
     from starlight_jax.evaluation import load_batches, residual_arrays
 
     n_bursts = max(1, min(max_batches, len(dataset.split("train")) // global_batch)) * global_batch
-    batches = load_batches(dataset, "train", crop_size=cfg.crop_size, frames=cfg.frames, seed=cfg.seed,
+    crop = cfg.crop_size
+    if cfg.generator.noise.isp:  # moments of lagged correlations want many pixels: large crops of every pair
+        from starlight_jax.evaluation import largest_crop
+
+        crop = max(crop, largest_crop(dataset, cfg.crop_size, cap=256))
+        n_bursts = min(len(dataset.split("train")), 64)
+    batches = load_batches(dataset, "train", crop_size=crop, frames=cfg.frames, seed=cfg.seed,
                            max_bursts=n_bursts)
     # The model adds the fixed1 map itself: fit the rest (as the baselines are fitted).
     noisy, clean, noisy_raw = residual_arrays(dataset, batches, cfg.generator.noise.fixed)

@@ -194,7 +194,8 @@ def data_init(cfg: TrainConfig, noisy, clean, *, clipped=None) -> dict:
     `fit_poisson_gaussian_censored`: away from the clipping when the data are clipped; ``clipped``: the
     values to test for it, default ``noisy``), averaged over channels (kept per channel,
     as ``[C]`` arrays, when the noise model has ``per_channel``); with ``corr``, also ``corr_kernel`` from
-    the residuals' spectrum (`correlation_kernel`); with ``tone``, also ``tone_gain``/``tone_offset`` from the
+    the residuals' spectrum (`correlation_kernel`); with ``isp``, the raw shot/read and the camera pipeline's
+    parameters by the method of moments (`isp_fit.fit_isp`); with ``tone``, also ``tone_gain``/``tone_offset`` from the
     residuals' level and mean against the clean intensity (`tone_init`).
 
     A fit can return 0 (sRGB data often fit a = 0), whose log is not a usable start: each value is floored
@@ -213,6 +214,10 @@ def data_init(cfg: TrainConfig, noisy, clean, *, clipped=None) -> dict:
         out = {k: max(v, DATA_INIT_FLOOR * PHYSICS_INIT[k]) for k, v in values.items() if getattr(noise, k)}
     if noise.correlated:
         out["corr_kernel"] = correlation_kernel(np.asarray(noisy) - np.asarray(clean))
+    if noise.isp:  # shot/read live on the raw mosaic: the sRGB fit above does not apply to them
+        from starlight_jax.isp_fit import fit_isp
+
+        out.update(fit_isp(noise, noisy, clean, quantize=cfg.quantize, seed=cfg.seed).values)
     if noise.tone:
         out.update(tone_init(noise, out, noisy, clean))
     return out

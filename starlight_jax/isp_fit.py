@@ -1,0 +1,155 @@
+"""Data init of the ``isp`` component: its physical parameters fitted to the second moments of the data.
+
+A GAN started far from the data spends its steps finding the noise level; one started at the data's
+moments only has to refine the shape. `fit_isp` matches, by gradient descent through the pipeline
+(the noise is reparameterised, so the moments are differentiable in every parameter):
+
+* the residual variance per channel and per clean-intensity bin (the noise-level function),
+* the residual's correlation between every pair of channels at a set of spatial lags (`LAGS`, lag 0
+  included: the cross-channel correlation; the lags: the demosaicking and the smoothing).
+
+The raw gain and read variance, the colour matrix, the tone curve and the two smoothing widths all move;
+the estimate is a method-of-moments fit, so it needs no critic and takes seconds.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+# Spatial lags (dy, dx) whose cross-channel correlations are matched; lag (0, 0) is the cross-channel one.
+LAGS = ((0, 0), (0, 1), (1, 0), (1, 1), (1, -1), (0, 2), (2, 0), (2, 2), (0, 4), (4, 0))
+N_BINS = 16
+MIN_BIN_PIXELS = 256  # bins of a channel with fewer pixels do not enter the level term
+
+FIT_KEYS = ("shot", "read", "isp_matrix", "isp_gamma", "isp_toe", "isp_shoulder", "isp_luma_sigma",
+            "isp_chroma_sigma")
+
+
+def _shift(x, dy: int, dx: int):
+    """The overlapping parts ``(a, b)`` of ``x`` ``[N, H, W, C]`` and of ``x`` shifted by (dy, dx)."""
+    h, w = x.shape[1], x.shape[2]
+    a = x[:, dy:, max(dx, 0):w + min(dx, 0)]
+    b = x[:, :h - dy, max(-dx, 0):w - max(dx, 0)]
+    return a, b
+
+
+def moments(residual, bins, n_bins: int = N_BINS):
+    """Second moments of ``residual`` ``[N, H, W, C]``: per-bin variances ``[n_bins, C]``, pixel counts
+    ``[n_bins, C]`` and lagged correlation matrices ``[len(LAGS), C, C]``.
+
+    ``bins`` ``[N, H, W, C]`` int: the clean intensity's bin of each value (fixed data, not traced)."""
+    r = residual - jnp.mean(residual, axis=(1, 2), keepdims=True)
+    c = r.shape[-1]
+    segment = (bins * c + jnp.arange(c)).ravel()  # one segment per (bin, channel)
+    total = lambda v: jax.ops.segment_sum(v.ravel(), segment, num_segments=n_bins * c).reshape(n_bins, c)  # noqa: E731
+    count = total(jnp.ones_like(r))
+    mean = total(r) / jnp.maximum(count, 1)
+    var = total(r * r) / jnp.maximum(count, 1) - mean ** 2
+    std = jnp.sqrt(jnp.mean(r * r, axis=(0, 1, 2)))
+    corr = []
+    for dy, dx in LAGS:
+        a, b = _shift(r, dy, dx)
+        cov = jnp.einsum("nhwi,nhwj->ij", a, b) / (a.shape[0] * a.shape[1] * a.shape[2])
+        corr.append(cov / (std[:, None] * std[None, :]))
+    return var, count, jnp.stack(corr)
+
+
+def intensity_bins(clean, n_bins: int = N_BINS) -> np.ndarray:
+    """The bin of each clean value: ``n_bins`` equal bins of [0, 1]."""
+    return np.clip((np.asarray(clean) * n_bins).astype(np.int32), 0, n_bins - 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class FitResult:
+    values: dict  # used values (variances, γ, ...), as `create_train_state`'s ``init_values`` take them
+    loss: float  # final moment loss
+    initial_loss: float
+
+
+def tiles(x, tile: int) -> np.ndarray:
+    """``x`` ``[..., H, W, C]`` cut into ``[N, tile, tile, C]`` (the remainder of H and W dropped)."""
+    x = np.asarray(x)
+    h, w, c = x.shape[-3:]
+    if h < tile or w < tile:
+        raise ValueError(f"the isp fit needs images of at least {tile}x{tile} pixels, got {h}x{w}")
+    x = x.reshape(-1, h, w, c)[:, :h // tile * tile, :w // tile * tile]
+    x = x.reshape(x.shape[0], h // tile, tile, w // tile, tile, c).swapaxes(2, 3)
+    return x.reshape(-1, tile, tile, c)
+
+
+def fit_isp(noise_cfg, noisy, clean, *, steps: int = 400, batch: int = 4, lr: float = 0.03, seed: int = 0,
+            quantize: Optional[float] = None, start: Optional[dict] = None, tile: int = 64) -> FitResult:
+    """Fits the ``isp`` component's parameters (`FIT_KEYS`) to the moments of ``noisy − clean``.
+
+    Each Adam step compares the moments of ``batch`` training crops (drawn at random) with those of the
+    model's noise on the same clean crops (a fresh draw each step): a stochastic method of moments, ~0.1 s
+    a step for 64² crops on a CPU core.
+
+    Args:
+      noise_cfg: a `NoiseConfig` with ``isp`` (other components are held at their initial values and
+        left out of the fit; ``tone`` is off during it).
+      noisy, clean: ``[..., H, W, 3]`` training pairs in [0, 1], cut into ``tile``² crops.
+      steps, batch, lr: Adam steps, crops per step and rate on the stored (log / logit) parameters.
+      seed: the crops and noise draws of the fit.
+      quantize: the data's quantisation step (the model's output is rounded as the data were), or None.
+      start: optional used values to start from (default: the component's initial values).
+
+    Returns:
+      A `FitResult` whose ``values`` hold the used values of `FIT_KEYS`; ``loss`` and ``initial_loss``
+      are the moment loss on (up to) 64 crops spread over the pairs, at the end and at the start.
+    """
+    from starlight_jax import noise as noise_lib  # the noise components sit above this module's numerics
+
+    cfg = dataclasses.replace(noise_cfg, tone=False, uniform=False, column=False, column_t=False, row=False,
+                              fixed=False, learned_fixed=False, periodic=False)
+    clean = jnp.asarray(tiles(clean, tile), jnp.float32)
+    residual = jnp.asarray(tiles(noisy, tile), jnp.float32) - clean
+    bins = jnp.asarray(intensity_bins(clean))
+    params = noise_lib.init_params(cfg)
+    if start:
+        params.update({k: noise_lib.stored_value(k, v, cfg) for k, v in start.items() if k in params})
+    fit_keys = [k for k in FIT_KEYS if k in params]
+    theta = {k: params[k] for k in fit_keys}
+
+    def loss_fn(theta, key, clean, residual, bins):
+        real_var, count, real_corr = moments(residual, bins)
+        used = count >= MIN_BIN_PIXELS * clean.shape[0] / max(batch, 1)
+        weight = jnp.where(used, 1.0, 0.0) / jnp.maximum(jnp.sum(used), 1)
+        noisy_model = noise_lib.add_noise(key, {**params, **theta}, clean, cfg)
+        if quantize is not None:
+            noisy_model = noisy_model + jax.lax.stop_gradient(jnp.round(noisy_model / quantize) * quantize
+                                                              - noisy_model)
+        var, _, corr = moments(noisy_model - clean, bins)
+        level = jnp.sum(weight * (jnp.log(jnp.maximum(var, 1e-12)) - jnp.log(jnp.maximum(real_var, 1e-12))) ** 2)
+        shape = jnp.mean((corr - real_corr) ** 2) * corr.shape[1] * corr.shape[2]
+        return level + shape
+
+    tx = optax.adam(lr)
+    opt = tx.init(theta)
+    n = clean.shape[0]
+    batch = min(batch, n)
+
+    # The data go in as arguments, not closure constants: XLA would spend seconds constant-folding them.
+    @jax.jit
+    def step(theta, opt, key, clean, residual, bins):
+        pick_key, noise_key = jax.random.split(key)
+        idx = jax.random.choice(pick_key, n, (batch,), replace=False)
+        loss, grads = jax.value_and_grad(loss_fn)(theta, noise_key, clean[idx], residual[idx], bins[idx])
+        updates, opt = tx.update(grads, opt)
+        return optax.apply_updates(theta, updates), opt, loss
+
+    full_loss = jax.jit(loss_fn)
+    key = jax.random.key(seed)
+    held = np.unique(np.linspace(0, n - 1, min(n, 64)).astype(int))  # the crops the reported loss is on
+    held = (clean[held], residual[held], bins[held])
+    initial = float(full_loss(theta, key, *held))
+    for i in range(steps):
+        theta, opt, _ = step(theta, opt, jax.random.fold_in(key, i), clean, residual, bins)
+    final = float(full_loss(theta, key, *held))
+    values = noise_lib.scales({**params, **theta}, cfg)
+    return FitResult(values={k: np.asarray(values[k]) for k in fit_keys}, loss=final, initial_loss=initial)
