@@ -80,7 +80,8 @@ def test_block_kld_sees_spatial_correlation_that_block_1_misses(block, r):
 
 def test_block_kld_lattice_bins_ignore_rounding_to_the_lattice():
     """8-bit residuals (std 1.5 DN): with the lattice step, rounding a continuous model changes nothing at
-    block 1 and a continuous model scores near the floor; with fixed bins of 0.15 DN, the lattice real data fill one bin in seven and the KL is ~log 7."""
+    block 1 and a continuous model scores near the floor; with fixed bins of 0.15 DN, the lattice real
+    data fill one bin in seven and the KL is ~log 7."""
     step = 1 / 255
     real = np.round(_white(7, sigma=1.5 * step) / step) * step
     model = _white(8, sigma=1.5 * step)
