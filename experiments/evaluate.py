@@ -1,4 +1,4 @@
-"""Score a trained noise model on the test split against Gaussian and Poisson-Gaussian baselines.
+"""Score a trained noise model on the test split against Gaussian, Poisson-Gaussian and binned-Gaussian baselines.
 
     python experiments/evaluate.py                       # the newest run under checkpoints/, latest step
     python experiments/evaluate.py --checkpoint checkpoints/<run> --which best --json eval.json
@@ -6,8 +6,10 @@
 
 Dataset, data folder, dataset options and frames default to the run's config.json; the test crop to the
 whole test image where it fits (the largest multiple of 64 up to 512; ``--crop_size`` to choose). Prints a table
-(one row per model: KLD starlight mean/sum, KLD noiseflow or sRGB, AKLD, images scored), the parameter
-table (learned vs ground truth on the synthetic data) and writes everything as JSON (default
+(one row per model: KLD starlight mean/sum, KLD noiseflow or sRGB, AKLD, images scored), the structure
+table (block-sum KLDs, spectrum, cross-channel and noise-level errors, each model's sampling floor below it),
+the residuals' block-variance ratios and channel correlations, the parameter table (learned vs ground
+truth on the synthetic data) and writes everything as JSON (default
 ``<run>/evaluation.json``). The logic lives in `starlight_jax.evaluation`.
 """
 from __future__ import annotations
@@ -92,6 +94,10 @@ def main(argv=None):
     result["checkpoint"] = {**info, "data_dir": data_dir, "dataset_options": opts}
     print()
     print(evaluation.metrics_table(result))
+    print()
+    print(evaluation.structure_table(result))
+    print()
+    print(evaluation.residual_structure_table(result))
     print()
     print(evaluation.parameter_table(result))
     for note in result["notes"]:

@@ -1,11 +1,15 @@
 """Reference noise models printed next to the learned model in every evaluation.
 
-Both are fitted in closed form from clean/noisy pairs and sample with an explicit
+All are fitted in closed form from clean/noisy pairs and sample with an explicit
 key, so they go through the same metrics as the GAN generator:
 
 * :class:`GaussianBaseline`: homoscedastic, :math:`y = x + \\sigma_c \\varepsilon`.
 * :class:`PoissonGaussianBaseline`: heteroscedastic (the usual camera noise level
   function), :math:`y = x + \\sqrt{a_c x + b_c}\\, \\varepsilon`.
+* :class:`BinnedGaussianBaseline`: a free-form noise level function,
+  :math:`y = x + \\mu_c(x) + \\sigma_c(x)\\, \\varepsilon`, with the residual mean and std tabulated in
+  intensity bins: no law to fit, so it is the strongest per-pixel *white* model (any error left is
+  structure: spatial or cross-channel correlation).
 
 with :math:`\\varepsilon \\sim \\mathcal N(0, 1)` per pixel and channel, and the
 result clipped to [0, 1] like the generator's output. The models are NamedTuples,
@@ -99,6 +103,57 @@ class PoissonGaussianBaseline(NamedTuple):
     def from_dict(cls, d: dict) -> "PoissonGaussianBaseline":
         """Inverse of :meth:`to_dict`."""
         return cls(jnp.asarray(d["a"], jnp.float32), jnp.asarray(d["b"], jnp.float32))
+
+
+def _interp_table(table: jax.Array, clean: jax.Array) -> jax.Array:
+    """Linear interpolation of ``table`` [K, C] (values at bin centres (k + 1/2) / K) at ``clean`` [..., C];
+    constant beyond the first and last centres."""
+    k = table.shape[0]
+    t = jnp.clip(clean * k - 0.5, 0.0, k - 1.0)  # position in units of bin centres
+    i0 = jnp.clip(jnp.floor(t).astype(jnp.int32), 0, max(k - 2, 0))
+    i1 = jnp.minimum(i0 + 1, k - 1)
+    f = t - i0
+    ch = jnp.arange(table.shape[1])
+    return table[i0, ch] * (1.0 - f) + table[i1, ch] * f
+
+
+class BinnedGaussianBaseline(NamedTuple):
+    """Gaussian noise whose mean and std per channel follow the clean intensity, tabulated in K bins.
+
+    The tables hold the values at the bin centres :math:`(k + 1/2) / K` of K equal bins on [0, 1];
+    between centres they are interpolated linearly, beyond the first and last centre held constant.
+    """
+    mu: jax.Array  # [K, C] float32 residual mean at the bin centres
+    sigma: jax.Array  # [K, C] float32 residual std at the bin centres, >= 0
+
+    def mean_std(self, clean) -> tuple[jax.Array, jax.Array]:
+        """``(mu(x), sigma(x))`` ``[..., H, W, C]`` at the clean values (interpolated). Jittable."""
+        clean = _check_clean(clean, self.sigma.shape[-1])
+        return (_interp_table(self.mu.astype(clean.dtype), clean),
+                _interp_table(self.sigma.astype(clean.dtype), clean))
+
+    def sample(self, key: jax.Array, clean) -> jax.Array:
+        """Noisy image :math:`\\mathrm{clip}(x + \\mu_c(x) + \\sigma_c(x) \\varepsilon, 0, 1)`.
+
+        Args:
+          key: a PRNG key.
+          clean: [..., H, W, C] float clean image in [0, 1].
+
+        Returns:
+          [..., H, W, C] noisy image with the dtype of ``clean``. Jittable.
+        """
+        mu, sigma = self.mean_std(clean)
+        return _add_gaussian(key, clean + mu, sigma)
+
+    def to_dict(self) -> dict:
+        """JSON-serialisable parameters (``[K][C]`` lists)."""
+        return {"model": "binned_gaussian", "n_bins": int(self.mu.shape[0]),
+                "mu": np.asarray(self.mu, np.float64).tolist(), "sigma": np.asarray(self.sigma, np.float64).tolist()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "BinnedGaussianBaseline":
+        """Inverse of :meth:`to_dict`."""
+        return cls(jnp.asarray(d["mu"], jnp.float32), jnp.asarray(d["sigma"], jnp.float32))
 
 
 def fit_gaussian(noisy, clean) -> GaussianBaseline:
@@ -241,3 +296,59 @@ def fit_poisson_gaussian_censored(noisy, clean, *, clipped=None, margin: Optiona
         return fit_poisson_gaussian(noisy, np.where(keep, clean, -1.0).astype(np.float32), **kwargs)
     except ValueError:
         return fit
+
+
+def fit_binned_gaussian(noisy, clean, *, n_bins: int = 16, min_count: int = 16) -> BinnedGaussianBaseline:
+    """Fits :class:`BinnedGaussianBaseline`: the residual mean and std per clean-intensity bin and channel.
+
+    Pixels are binned by their clean value as in `~starlight_jax.metrics.noise_level_function` (``n_bins``
+    equal bins on [0, 1]; clean values outside are left out). Bin k of channel c gets the sample mean
+    :math:`\\hat\\mu_{k,c}` of the residuals :math:`y - x` (standard error :math:`\\sigma / \\sqrt{N}`) and
+    their std about it, :math:`\\hat\\sigma_{k,c}` (ddof 1; standard error :math:`\\approx \\sigma /
+    \\sqrt{2N}` for Gaussian noise), taken as the values at the bin centre. A bin with fewer than
+    ``min_count`` pixels gets both values interpolated linearly (in bin index) from the nearest usable bins
+    of its channel, or the nearest one's beyond the first or last.
+
+    The fit sees the real data as they are, clipped and quantised: :math:`\\hat\\mu` takes up the bias
+    of clipping near 0 and 1, and sampling clips again, so saturated bins are slightly over-corrected.
+
+    Args:
+      noisy: [..., H, W, C] float noisy images.
+      clean: [..., H, W, C] float clean images in [0, 1].
+      n_bins: intensity bins K.
+      min_count: the fewest pixels a bin needs to be fitted from its own data.
+
+    Returns:
+      The fitted :class:`BinnedGaussianBaseline`.
+
+    Raises:
+      ValueError: on shape/dtype mismatch, non-finite values, bad ``n_bins`` or ``min_count``, or a channel
+        without a usable bin.
+    """
+    if isinstance(min_count, bool) or not isinstance(min_count, (int, np.integer)) or min_count < 2:
+        raise ValueError(f"min_count must be an int >= 2; got {min_count!r}.")
+    nlf = noise_level_function(noisy, clean, n_bins=n_bins)  # validates the inputs and n_bins
+    res = _residual(noisy, clean)
+    c = res.shape[-1]
+    x = np.asarray(clean, np.float64).reshape(-1, c)
+    res = res.reshape(-1, c)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)  # the noise level function's bins
+    b = np.searchsorted(edges, x, side="right") - 1
+    b[x == 1.0] = n_bins - 1
+    valid = (b >= 0) & (b < n_bins)
+    flat = (b * c + np.arange(c))[valid]
+    sums = np.bincount(flat, weights=res[valid], minlength=n_bins * c).reshape(n_bins, c)
+    counts = nlf.counts
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = sums / counts
+    std = np.sqrt(nlf.variance)
+    idx = np.arange(n_bins)
+    mu_out, sigma_out = np.empty((n_bins, c)), np.empty((n_bins, c))
+    for ch in range(c):
+        use = counts[:, ch] >= min_count
+        if not use.any():
+            raise ValueError(f"clean must put at least {min_count} pixels (min_count) in one intensity bin of "
+                             f"channel {ch}; got at most {int(counts[:, ch].max())} (use fewer n_bins or more data).")
+        mu_out[:, ch] = np.interp(idx, idx[use], mean[use, ch])
+        sigma_out[:, ch] = np.interp(idx, idx[use], std[use, ch])
+    return BinnedGaussianBaseline(jnp.asarray(mu_out, jnp.float32), jnp.asarray(sigma_out, jnp.float32))

@@ -1,11 +1,12 @@
-"""Test-set evaluation of a learned noise model against two classical baselines.
+"""Test-set evaluation of a learned noise model against three classical baselines.
 
-`evaluate_model(model, dataset, crop_size=..., frames=...)` noises every test burst three ways and scores
+`evaluate_model(model, dataset, crop_size=..., frames=...)` noises every test burst four ways and scores
 each against the real noisy burst:
 
 * ``"model"``: the learned generator (``train=False``, the crop's offset for the fixed pattern);
 * ``"gaussian"``: `fit_gaussian` on the train split;
-* ``"poisson_gaussian"``: `fit_poisson_gaussian_censored` on the train split.
+* ``"poisson_gaussian"``: `fit_poisson_gaussian_censored` on the train split;
+* ``"binned_gaussian"``: `fit_binned_gaussian` (16 intensity bins, mean and std per bin) on the train split.
 
 The test bursts are those of the training loop's evaluation: the test split in sorted order, frames
 ``[0, T)``, the fixed crop at (10, 10). The baselines are fitted on the train split as the training loop
@@ -21,6 +22,15 @@ Metrics per model (all in `starlight_jax.metrics`):
 * ``akld``: DANet's AKLD over ``n_samples`` independent samples, averaged over bursts;
 * ``residual_mean`` / ``residual_std`` of sample 0 (also given for the real data, key ``"real"``);
 * ``n_bursts``, ``n_images`` (= bursts x frames: the number of noisy images scored) and ``n_samples``.
+
+Structure metrics per model (`starlight_jax.structure`, sample 0 against the real residuals of all test
+images; `structure_scores`): ``"structure"`` holds ``block1_kld`` / ``block2_kld`` / ``block4_kld`` (nats),
+``spectrum_db`` (dB), ``xcorr_err`` and ``nlf_err`` (per channel under ``per_channel``);
+``"structure_floor"`` the same metrics between the model's samples 1 and 0, two independent draws on the
+same clean images: the value a perfect model would score on this test set (None with ``n_samples=1``);
+``"residual_structure"`` the block-variance ratios and channel correlations of sample 0 (also for the real
+data). The block histograms are lattice-aligned when the real residuals lie on the dataset's quantisation
+step (`structure.lattice_step`).
 
 When the model rounds its output to the data's quantisation step (`GeneratorConfig.quantize`), the
 baselines' samples are rounded to the same step, so that the comparison is of the noise, not of the lattice
@@ -49,13 +59,17 @@ import jax.numpy as jnp
 import numpy as np
 
 from starlight_jax import metrics as metrics_lib
-from starlight_jax.baselines import (GaussianBaseline, PoissonGaussianBaseline, fit_gaussian,
-                                     fit_poisson_gaussian_censored)
+from starlight_jax import structure
+from starlight_jax.baselines import (BinnedGaussianBaseline, GaussianBaseline, PoissonGaussianBaseline,
+                                     fit_binned_gaussian, fit_gaussian, fit_poisson_gaussian_censored)
 from starlight_jax.generator import NoiseModel, generate, quantize
 from starlight_jax.noise import MAP_PARAMS, scales
 
-MODELS = ("model", "gaussian", "poisson_gaussian")
-LABELS = {"model": "learned model", "gaussian": "Gaussian", "poisson_gaussian": "Poisson-Gaussian"}
+# New models go last: model m's sample keys fold in its index, so the others' numbers stay as they were.
+MODELS = ("model", "gaussian", "poisson_gaussian", "binned_gaussian")
+BINNED_BINS = 16
+LABELS = {"model": "learned model", "gaussian": "Gaussian", "poisson_gaussian": "Poisson-Gaussian",
+          "binned_gaussian": f"binned Gaussian ({BINNED_BINS} bins)"}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -148,19 +162,20 @@ def _fixed_crop(dataset, batch, use: bool) -> np.ndarray:
 # Baselines
 # ----------------------------------------------------------------------------------------------------
 class Baselines(NamedTuple):
-    """The two fitted baselines and what they were fitted on."""
+    """The fitted baselines and what they were fitted on."""
     gaussian: GaussianBaseline
     poisson_gaussian: PoissonGaussianBaseline
+    binned_gaussian: BinnedGaussianBaseline
     fixed_pattern: bool  # fitted to noisy - clean - fixed_pattern, and add the pattern back when sampling
     n_bursts: int  # train bursts used
 
 
 def fit_baselines(dataset, *, crop_size: int, frames: int, seed: int = 0, max_bursts: Optional[int] = None,
                   subtract_fixed_pattern: bool = True, censoring_margin: Optional[float] = 3.0) -> Baselines:
-    r"""Fits `GaussianBaseline` and `PoissonGaussianBaseline` on the train split.
+    r"""Fits `GaussianBaseline`, `PoissonGaussianBaseline` and `BinnedGaussianBaseline` on the train split.
 
     The Poisson-Gaussian fit is `fit_poisson_gaussian_censored`: redone away from the clipping when over
-    0.01 % of the noisy values sit at 0 or 1. The Gaussian fit uses every pixel.
+    0.01 % of the noisy values sit at 0 or 1. The Gaussian and binned fits use every pixel.
 
     Args:
       dataset: a `BurstDataset`.
@@ -180,7 +195,8 @@ def fit_baselines(dataset, *, crop_size: int, frames: int, seed: int = 0, max_bu
     use_fp = bool(subtract_fixed_pattern and dataset.fixed_pattern is not None)
     noisy, clean, noisy_raw = residual_arrays(dataset, batches, use_fp)
     pg = fit_poisson_gaussian_censored(noisy, clean, clipped=noisy_raw, margin=censoring_margin)
-    return Baselines(fit_gaussian(noisy, clean), pg, use_fp, len(batches))
+    binned = fit_binned_gaussian(noisy, clean, n_bins=BINNED_BINS)
+    return Baselines(fit_gaussian(noisy, clean), pg, binned, use_fp, len(batches))
 
 
 def residual_arrays(dataset, batches, subtract_fixed_pattern: bool):
@@ -197,16 +213,25 @@ def baseline_std(baseline, clean):
     """Per-pixel noise std of a baseline on ``clean`` ``[..., H, W, C]``."""
     if isinstance(baseline, GaussianBaseline):
         return jnp.broadcast_to(baseline.sigma.astype(clean.dtype), clean.shape)
+    if isinstance(baseline, BinnedGaussianBaseline):
+        return baseline.mean_std(clean)[1]
     a, b = baseline.a.astype(clean.dtype), baseline.b.astype(clean.dtype)
     return jnp.sqrt(jnp.maximum(a * clean + b, 0.0))
 
 
+def baseline_mean(baseline, clean):
+    """Per-pixel noise mean of a baseline on ``clean`` (0 but for `BinnedGaussianBaseline`)."""
+    if isinstance(baseline, BinnedGaussianBaseline):
+        return baseline.mean_std(clean)[0]
+    return jnp.zeros_like(clean)
+
+
 @jax.jit
 def _sample_baseline(baseline, key, clean, offset_map, step=None):
-    # clip(x + offset + std(x) eps); with a zero offset map this is exactly baseline.sample(key, clean).
+    # clip(x + offset + mean(x) + std(x) eps); with a zero offset map this is exactly baseline.sample(key, clean).
     # A model that rounds its output (GeneratorConfig.quantize) has its baselines rounded the same way.
     eps = jax.random.normal(key, clean.shape, clean.dtype)
-    noisy = clean + offset_map + baseline_std(baseline, clean) * eps
+    noisy = clean + offset_map + baseline_mean(baseline, clean) + baseline_std(baseline, clean) * eps
     return jnp.clip(noisy if step is None else quantize(noisy, step), 0.0, 1.0)
 
 
@@ -245,7 +270,7 @@ class EvalSamples(NamedTuple):
 def draw_samples(model: NoiseModel, dataset, baselines: Baselines, *, crop_size: int, frames: int,
                  seed: int = 0, max_bursts: Optional[int] = None, n_samples: int = 4,
                  split: str = "test") -> EvalSamples:
-    """Noises every burst of ``split`` with the learned model and both baselines, ``n_samples`` times."""
+    """Noises every burst of ``split`` with the learned model and every baseline, ``n_samples`` times."""
     check_channels(model, dataset)
     if isinstance(n_samples, bool) or int(n_samples) < 1:
         raise ValueError(f"n_samples must be a positive int, got {n_samples!r}")
@@ -330,6 +355,32 @@ def _nlf(noisy, samples: EvalSamples, n_bins: int):
     # Binned by the clean value; residuals from the reference (clean + fixed pattern), as in score_samples.
     res = samples.residual(noisy)
     return metrics_lib.noise_level_function(samples.clean + res, samples.clean, n_bins=n_bins)
+
+
+def structure_scores(samples: EvalSamples, *, step: Optional[float] = None,
+                     channel_names=None) -> dict:
+    """The structure metrics of the module docstring for every model in ``samples.generated``.
+
+    Residuals are from ``samples.reference`` as in `score_samples`; all test images are pooled (leading
+    axes flattened). ``step`` is the dataset's quantisation step: the block histograms use its lattice when
+    the real residuals lie on it.
+
+    Returns:
+      ``{"real": {"residual_structure": ...}, "setup": {"step": lattice step or None}, m: {"structure",
+      "structure_floor", "residual_structure"}}`` (see the module docstring).
+    """
+    clean = np.broadcast_to(samples.clean, samples.real.shape)
+    real = samples.residual(samples.real)
+    step = structure.lattice_step(real, step)
+    out = {"real": {"residual_structure": structure.describe_residual(real, channel_names)},
+           "setup": {"step": step}}
+    for m, gen in samples.generated.items():
+        res = samples.residual(gen[0])
+        out[m] = {"structure": structure.structure_metrics(real, res, clean, step=step),
+                  "structure_floor": (structure.structure_metrics(samples.residual(gen[1]), res, clean, step=step)
+                                      if gen.shape[0] > 1 else None),
+                  "residual_structure": structure.describe_residual(res, channel_names)}
+    return out
 
 
 def _jsonable(x):
@@ -431,7 +482,8 @@ def physical_parameters(model: NoiseModel, truth: dict) -> dict:
 def baseline_parameters(baselines: Baselines, truth: Optional[dict] = None) -> dict:
     """The fitted baselines' parameters, and for the synthetic data the truth they estimate."""
     out = {"fixed_pattern_subtracted": baselines.fixed_pattern, "n_train_bursts": baselines.n_bursts,
-           "gaussian": baselines.gaussian.to_dict(), "poisson_gaussian": baselines.poisson_gaussian.to_dict()}
+           "gaussian": baselines.gaussian.to_dict(), "poisson_gaussian": baselines.poisson_gaussian.to_dict(),
+           "binned_gaussian": baselines.binned_gaussian.to_dict()}
     if truth is not None:
         out["poisson_gaussian"]["truth"] = {"a": _jsonable(truth["shot"]), "a_key": "shot",
                                             "b": _jsonable(truth["variance_law_b"]), "b_key": "variance_law_b"}
@@ -445,7 +497,7 @@ def evaluate_model(model: NoiseModel, dataset, *, crop_size: int, frames: int, s
                    max_bursts: Optional[int] = None, n_samples: int = 4, baselines: Optional[Baselines] = None,
                    subtract_fixed_pattern: bool = True, max_train_bursts: Optional[int] = None,
                    return_samples: bool = False):
-    """Scores the learned model and the two baselines on the test split.
+    """Scores the learned model and the baselines on the test split.
 
     Args:
       model: the learned `NoiseModel` (e.g. from `checkpoint.load_noise_model`).
@@ -461,9 +513,9 @@ def evaluate_model(model: NoiseModel, dataset, *, crop_size: int, frames: int, s
       return_samples: also return the `EvalSamples` (for plots).
 
     Returns:
-      A JSON-ready dict: ``"model"``, ``"gaussian"``, ``"poisson_gaussian"`` (each the metrics of the
-      module docstring), ``"real"`` (residual mean and std of the real data), ``"baselines"`` (fitted
-      parameters), ``"learned_parameters"``,
+      A JSON-ready dict: one entry per name in `MODELS` (each the metrics and structure metrics of the
+      module docstring), ``"real"`` (residual mean and std and ``residual_structure`` of the real data),
+      ``"baselines"`` (fitted parameters), ``"learned_parameters"``,
       ``"noise_level_function"`` (per model, for plots), ``"setup"``, ``"notes"`` and, when the dataset
       has a ground truth (synthetic), ``"physical_parameters"`` (see `physical_parameters`). With
       ``return_samples``, ``(result, samples)``.
@@ -480,6 +532,10 @@ def evaluate_model(model: NoiseModel, dataset, *, crop_size: int, frames: int, s
                            max_bursts=max_bursts, n_samples=n_samples, split=split)
     srgb = is_srgb(dataset)
     result = score_samples(samples, srgb=srgb)
+    struct = structure_scores(samples, step=dataset.info.get("quantization_step"),
+                              channel_names=dataset.channel_names)
+    for m in result:
+        result[m].update(struct[m])
     result["baselines"] = baseline_parameters(baselines, dataset.truth)
     result["learned_parameters"] = learned_parameters(model)
     if dataset.truth is not None:
@@ -489,8 +545,10 @@ def evaluate_model(model: NoiseModel, dataset, *, crop_size: int, frames: int, s
                        "crop_size": int(crop_size), "frames": int(frames), "seed": int(seed),
                        "n_samples": int(n_samples), "residual_kld": "kld_srgb" if srgb else "kld_noiseflow",
                        "noiselist": model.config.noise.noiselist, "compat": model.config.noise.compat,
-                       "network": model.config.network}
+                       "network": model.config.network, "structure_lattice_step": struct["setup"]["step"]}
     result["notes"] = _notes(model, dataset, baselines, samples, split)
+    if samples.generated["model"].shape[0] < 2:
+        result["notes"].append("n_samples = 1: no second draw, so no sampling floor for the structure metrics")
     if any(result[m].get("kld_noiseflow", 1.0) <= 0 for m in MODELS):
         result["notes"].append(
             "a kld_noiseflow <= 0: the metric (as Noise Flow's) keeps only bins that both histograms populate, "
@@ -555,6 +613,39 @@ def metrics_table(result: dict) -> str:
     return format_table(header, rows)
 
 
+STRUCTURE_COLUMNS = (("block1_kld", "block-1 KLD"), ("block2_kld", "block-2 KLD"), ("block4_kld", "block-4 KLD"),
+                     ("spectrum_db", "spectrum dB"), ("xcorr_err", "xcorr err"), ("nlf_err", "NLF err"))
+
+
+def structure_table(result: dict) -> str:
+    """The structure metrics of `evaluate_model`: a row per model, each followed by its sampling floor
+    (the metric between two independent draws of that model: what a perfect model would score)."""
+    header = [""] + [label for _, label in STRUCTURE_COLUMNS]
+    rows = []
+    for m in MODELS:
+        rows.append([LABELS[m]] + [result[m]["structure"][k] for k, _ in STRUCTURE_COLUMNS])
+        floor = result[m].get("structure_floor")
+        rows.append(["  floor (2 draws)"] + [floor[k] if floor else None for k, _ in STRUCTURE_COLUMNS])
+    return format_table(header, rows)
+
+
+def residual_structure_table(result: dict) -> str:
+    """Block-variance ratios and channel correlations of the real residuals and of each model's (white
+    per-channel noise: ratios 1, correlations 0)."""
+    real = result["real"]["residual_structure"]
+    pairs = list(real["xcorr_pairs"])
+    header = ["residuals", "block-2 var ratio", "block-4 var ratio"] + [f"corr {p}" for p in pairs]
+    rows = []
+    for name, label in [("real", "(real data)")] + [(m, LABELS[m]) for m in MODELS]:
+        d = result[name]["residual_structure"]
+        rows.append([label, d["block2_var_ratio"], d["block4_var_ratio"]] + [_num(v) for v in d["xcorr"]])
+    return format_table(header, rows)
+
+
+def _num(v):
+    return None if v is None or not math.isfinite(float(v)) else float(v)
+
+
 def parameter_rows(result: dict) -> tuple[list[str], list[list]]:
     """Header and rows of the parameter table: learned (and fitted baseline) values, truth when known."""
     header = ["parameter", "learned", "truth", "truth key", "rel. error"]
@@ -591,4 +682,5 @@ def to_json(result: dict) -> dict:
 __all__ = ["evaluate_model", "largest_crop", "fit_baselines", "residual_arrays", "Baselines", "draw_samples",
            "EvalSamples", "score_samples", "nlf_curves", "physical_parameters", "learned_parameters",
            "baseline_parameters", "load_batches", "is_srgb", "check_channels", "metrics_table", "parameter_table",
-           "parameter_rows", "format_table", "to_json", "run_dataset", "max_frames", "MODELS", "LABELS"]
+           "parameter_rows", "format_table", "to_json", "run_dataset", "max_frames", "MODELS", "LABELS",
+           "structure_scores", "structure_table", "residual_structure_table", "baseline_mean"]

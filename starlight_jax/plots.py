@@ -26,7 +26,7 @@ from matplotlib.figure import Figure
 from starlight_jax import evaluation
 
 COLORS = {"real": "black", "model": "tab:red", "gaussian": "tab:blue", "poisson_gaussian": "tab:green",
-          "truth": "0.4"}
+          "binned_gaussian": "tab:purple", "truth": "0.4"}
 LABELS = {"real": "real", **evaluation.LABELS}
 GAMMA = 1 / 2.2
 

@@ -129,15 +129,20 @@ def _compiled_eval_step(cfg: training.TrainConfig):
 
 
 def evaluate(cfg: training.TrainConfig, g_params, test_batches, fixed_key) -> dict:
-    """Mean and summed test KLD (SPEC §6.1, image domain, 64×64 patches) over the test bursts."""
+    """Mean and summed test KLD (SPEC §6.1, image domain, 64×64 patches) over the test bursts, and the
+    noise-structure metrics of all test images pooled (`structure.log_metrics`: ``test_block2_kld``, ...)."""
+    from starlight_jax import structure
+
     generate = _compiled_eval_step(cfg)
-    gen, real = [], []
+    gen, real, clean = [], [], []
     for i, batch in enumerate(test_batches):
         gen.append(np.asarray(generate(g_params, jax.random.fold_in(fixed_key, i), batch)))
         real.append(batch["noisy"])
+        clean.append(np.broadcast_to(batch["clean"], batch["noisy"].shape))
     gen, real = np.concatenate(gen), np.concatenate(real)
     kld = metrics_lib.kld_starlight_per_burst(gen, real)
-    return {"test_kld_mean": float(kld.mean), "test_kld_sum": float(kld.sum)}
+    return {"test_kld_mean": float(kld.mean), "test_kld_sum": float(kld.sum),
+            **structure.log_metrics(real, gen, np.concatenate(clean), step=cfg.quantize)}
 
 
 def _physical_values(cfg: training.TrainConfig, g_params) -> dict:

@@ -15,7 +15,7 @@ import jax
 import numpy as np
 import pytest
 
-from starlight_jax import evaluation, plots, train_loop, training
+from starlight_jax import evaluation, plots, structure, train_loop, training
 from starlight_jax.checkpoint import load_noise_model
 from starlight_jax.data import SensorModel, load_dataset
 from starlight_jax.generator import GeneratorConfig, init_generator
@@ -92,7 +92,17 @@ def test_evaluate_model_keys_and_values(model, dataset):
     assert set(nlf) == {"real", *evaluation.MODELS} and len(nlf["real"]["variance"]) == 32
     json.dumps(evaluation.to_json(result), allow_nan=False)  # JSON-ready as it is
     text = evaluation.metrics_table(result)
-    assert all(label in text for label in ("learned model", "Gaussian", "Poisson-Gaussian"))
+    assert all(label in text for label in ("learned model", "Gaussian", "Poisson-Gaussian", "binned Gaussian"))
+    # Structure metrics, their floors (samples 1 vs 0) and the descriptive statistics, for every model.
+    for name in evaluation.MODELS:
+        for part in ("structure", "structure_floor"):
+            assert all(math.isfinite(result[name][part][k]) for k in structure.METRIC_NAMES), (name, part)
+        assert result[name]["residual_structure"]["xcorr_pairs"][0] == "R-G1"
+    assert result["real"]["residual_structure"]["block2_var_ratio"] == pytest.approx(1.0, abs=0.1)
+    assert result["setup"]["structure_lattice_step"] is None  # raw residuals against a continuous clean
+    assert len(result["baselines"]["binned_gaussian"]["sigma"]) == evaluation.BINNED_BINS
+    text = evaluation.structure_table(result) + evaluation.residual_structure_table(result)
+    assert text.count("floor (2 draws)") == len(evaluation.MODELS) and "corr G2-B" in text
 
 
 def test_baselines_match_the_synthetic_truth():
@@ -115,6 +125,38 @@ def test_baselines_match_the_synthetic_truth():
     mean_x = np.concatenate([b["clean"] for b in batches]).reshape(-1, 4).mean(0)
     sigma = np.sqrt(truth["shot"] * mean_x + truth["variance_law_b"])
     np.testing.assert_allclose(np.asarray(base.gaussian.sigma), sigma, rtol=0.015)
+
+
+def test_structure_scores_known_answers():
+    """Hand-made samples: model sample 0 is 1.1 x the real residual (NLF error 0.10, spectrum 0.83 dB
+    exactly); sample 1 is sample 0 again, so the floor is 0; the data lie on a 1/255 lattice, except the
+    1.1 x residuals, which only the real residuals decide the bins by."""
+    rng = np.random.default_rng(0)
+    step = 1 / 255
+    clean = np.round(rng.uniform(0.2, 0.8, (2, 1, 32, 32, 3)) / step) * step
+    real_res = np.round(0.02 * rng.standard_normal((2, 3, 32, 32, 3)) / step) * step
+    gen = np.stack([clean + 1.1 * real_res] * 2).astype(np.float32)
+    samples = evaluation.EvalSamples(clean.astype(np.float32), (clean + real_res).astype(np.float32),
+                                     {"model": gen}, np.zeros((2, 2), np.int32), ("a", "b"),
+                                     np.zeros((2, 1, 32, 32, 3), np.float32))
+    out = evaluation.structure_scores(samples, step=step, channel_names=("R", "G", "B"))
+    assert out["setup"]["step"] == step
+    m = out["model"]["structure"]
+    assert m["nlf_err"] == pytest.approx(0.10, abs=1e-4) and m["spectrum_db"] == pytest.approx(0.828, abs=1e-3)
+    assert m["xcorr_err"] == pytest.approx(0.0, abs=1e-6)
+    assert all(out["model"]["structure_floor"][k] == pytest.approx(0.0, abs=1e-9) for k in structure.METRIC_NAMES)
+    assert out["real"]["residual_structure"]["xcorr_pairs"] == ["RG", "RB", "GB"]
+    ratio = out["model"]["residual_structure"]["block2_var_ratio"]
+    assert ratio == pytest.approx(out["real"]["residual_structure"]["block2_var_ratio"], rel=1e-5)
+
+
+def test_train_loop_evaluate_logs_the_structure_metrics(dataset):
+    batches = evaluation.load_batches(dataset, "test", crop_size=64, frames=2)
+    state = training.create_train_state(jax.random.key(0), CFG)
+    ev = train_loop.evaluate(CFG, state.g_params, batches, jax.random.key(1))
+    assert {"test_kld_mean", "test_kld_sum", *(f"test_{k}" for k in structure.METRIC_NAMES)} <= set(ev)
+    assert all(math.isfinite(v) for v in ev.values())
+    json.dumps(ev)
 
 
 def test_channel_mismatch_raises(dataset):
@@ -184,6 +226,9 @@ def test_evaluate_cli_writes_json(run_dir, tmp_path, capsys):
     assert data["checkpoint"]["step"] == 0
     printed = capsys.readouterr().out
     assert "Poisson-Gaussian" in printed and "KLD starlight (mean)" in printed
+    assert "block-2 KLD" in printed and "block-2 var ratio" in printed and "binned Gaussian" in printed
+    assert data["model"]["structure_floor"] is None and any("floor" in n for n in data["notes"])  # 1 sample
+    assert set(structure.METRIC_NAMES) <= set(data["binned_gaussian"]["structure"])
 
 
 def test_largest_crop_is_the_largest_multiple_of_64_that_fits_every_frame():
