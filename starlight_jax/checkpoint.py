@@ -43,6 +43,22 @@ def resolve_run(path, root="checkpoints") -> pathlib.Path:
     return path
 
 
+def run_or_default(path, root="checkpoints"):
+    """For the CLIs: ``(path, None)``; or, when ``path`` is None and no run lies under ``root``, the shipped
+    default model's folder and a note to print first, so that a fresh checkout's commands work.
+
+    The default folder (``checkpoints/default``) holds the run's ``config.json``, which names the dataset it
+    was trained on (the embedded synthetic data), so it stands in for a run folder.
+    """
+    from starlight_jax.generator import DEFAULT_MODEL_DIR
+
+    if path is not None or find_runs(root) or not (DEFAULT_MODEL_DIR / "config.json").is_file():
+        return path, None
+    return DEFAULT_MODEL_DIR, (f"no trained run under {pathlib.Path(root).resolve()}: using the shipped "
+                               f"default model {DEFAULT_MODEL_DIR} (train one with experiments/train.py, or "
+                               f"pass --checkpoint)")
+
+
 def _pick_step(manager: ocp.CheckpointManager, which: Which, folder: pathlib.Path) -> int:
     steps = manager.all_steps()
     if not steps:
