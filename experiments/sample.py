@@ -58,6 +58,10 @@ def main(argv=None):
         fail(f"--crop_size must be a positive multiple of 64, got {args.crop_size}")
     if args.max_bursts < 1:
         fail(f"--max_bursts must be >= 1, got {args.max_bursts}")
+    if not 0 <= args.burst < args.max_bursts:  # the burst shown is one of the first --max_bursts drawn
+        fail(f"--burst must be in [0, --max_bursts = {args.max_bursts}), got {args.burst}")
+    if args.frame < 0:
+        fail(f"--frame must be >= 0, got {args.frame}")
 
     import jax
     import numpy as np
