@@ -11,6 +11,7 @@ ends in ``.npy`` (required for channel counts a PNG cannot hold). The logic live
 from __future__ import annotations
 
 import argparse
+import os
 import pathlib
 import sys
 import time
@@ -34,11 +35,18 @@ def main(argv=None):
     args = parse_args(argv)
     import numpy as np
 
+    from starlight_jax import files
     from starlight_jax.denoise import io
     from starlight_jax.denoise.train import denoise_images
 
     t0 = time.time()
+    out = pathlib.Path(args.output)
+    if out.suffix.lower() not in (".png", ".npy"):
+        fail(f"--output {out} must end in .png or .npy")
+    if os.path.exists(args.input) and os.path.exists(out) and os.path.samefile(args.input, out):  # links too
+        fail(f"--output {out} is the --input file: choose another name (the input would be overwritten)")
     try:
+        files.check_output_file(out, "--output")
         params, config, meta = io.load_denoiser(args.checkpoint)
         image, bits = io.read_image(args.input)
     except (FileNotFoundError, ValueError) as e:
@@ -48,7 +56,6 @@ def main(argv=None):
              f"{config.channels}-channel images ({meta.get('dataset', 'unknown data')}); use a denoiser trained "
              f"on {image.shape[-1]}-channel data" + (", or pass a .npy [H, W, 4] packed raw array"
                                                       if config.channels == 4 else ""))
-    out = pathlib.Path(args.output)
     if out.suffix.lower() == ".png" and config.channels not in (1, 3):
         fail(f"a PNG holds 1 or 3 channels but this denoiser outputs {config.channels}: use --output <name>.npy")
     padded, (h, w) = io.pad_to_multiple(image, config.multiple)

@@ -1,6 +1,7 @@
 """Does a learned noise model train a better denoiser? The downstream benchmark of issue #8.
 
     python experiments/denoise_benchmark.py          # newest noise run under checkpoints/, its dataset
+                                                     # (none yet: the shipped default model, checkpoints/default)
     python experiments/denoise_benchmark.py --noise_checkpoint checkpoints/<run> --steps 1000 --crop 128
     python experiments/denoise_benchmark.py --noise_checkpoint none --methods gaussian,poisson_gaussian,real \\
         --dataset pairs --data_dir ../shared/data/srgb_pairs/polyu --test_data_dir ../shared/data/srgb_pairs/nam
@@ -73,16 +74,41 @@ def main(argv=None):
     no_model = args.noise_checkpoint is not None and args.noise_checkpoint.lower() == "none"
     if no_model and "model" in methods:
         fail("--noise_checkpoint none leaves no learned model: drop 'model' from --methods")
+    if no_model and args.dataset is None:
+        fail("--noise_checkpoint none needs --dataset (and --data_dir)")
     for d in (args.data_dir, args.test_data_dir):
         if d is not None and not os.path.isdir(d):
             fail(f"{d} does not exist or is not a folder")
 
-    from starlight_jax import evaluation
+    from starlight_jax import evaluation, files
+    from starlight_jax.checkpoint import load_noise_model, load_run_config, resolve_run, run_or_default
     from starlight_jax.data import load_dataset
     from starlight_jax.denoise import DenoiserConfig, DenoiseTrainConfig
     from starlight_jax.denoise import benchmark as bench
 
     t0 = time.time()
+    run_dir = None
+    if not no_model:
+        checkpoint, note = run_or_default(args.noise_checkpoint, args.root)
+        if note:
+            print(f"[benchmark] {note}")
+        try:
+            run_dir = resolve_run(checkpoint, args.root)
+        except FileNotFoundError as e:
+            fail(str(e))
+    if args.out is not None:
+        out = pathlib.Path(args.out)
+    elif run_dir is not None:
+        out = run_dir / "denoise_benchmark"
+    else:
+        out = REPO / "outputs" / "denoise_benchmark"
+    try:
+        out = files.check_output_dir(out, "--out")
+        files.check_output_dir(out / "denoisers", "--out")
+        files.check_output_file(out / "denoised.png", "--out")
+        json_path = files.check_output_file(args.json or out / "benchmark.json", "--json")
+    except ValueError as e:
+        fail(str(e))
     try:
         config = bench.BenchmarkConfig(
             steps=args.steps, crop_size=args.crop, batch_images=args.batch_images, frames=args.frames,
@@ -98,14 +124,11 @@ def main(argv=None):
     if args.frame_size:
         options = {"frame_size": (args.frame_size, args.frame_size)}
     if not no_model:
-        from starlight_jax.checkpoint import load_noise_model
-        from starlight_jax.train_loop import load_config
-
         try:
-            model, _, info = load_noise_model(args.noise_checkpoint, args.which, root=args.root)
+            model, _, info = load_noise_model(run_dir, args.which)
+            _, run = load_run_config(info["run_dir"])
         except (FileNotFoundError, ValueError) as e:
             fail(str(e))
-        _, run = load_config(info["run_dir"])
         try:
             train_data, ds_name, data_dir, opts = evaluation.run_dataset(run, args.dataset, args.data_dir, options)
         except (FileNotFoundError, ValueError, TypeError) as e:
@@ -114,8 +137,6 @@ def main(argv=None):
         print(f"[benchmark] noise model {info['run_dir']} step {info['step']} ({args.which}); noiselist "
               f"{model.config.noise.noiselist}, {model.config.network}")
     else:
-        if args.dataset is None:
-            fail("--noise_checkpoint none needs --dataset (and --data_dir)")
         ds_name, data_dir, opts = args.dataset, args.data_dir, options or {}
         try:
             train_data = load_dataset(ds_name, data_dir, **opts)
@@ -132,12 +153,6 @@ def main(argv=None):
     print(f"[benchmark] train data {ds_name} {opts or ''} data_dir={data_dir}; test "
           f"{args.test_data_dir or 'its test split'}; methods {', '.join(methods)}")
 
-    if args.out is not None:
-        out = pathlib.Path(args.out)
-    elif info is not None:
-        out = pathlib.Path(info["run_dir"]) / "denoise_benchmark"
-    else:
-        out = REPO / "outputs" / "denoise_benchmark"
     meta = {"noise_checkpoint": info, "dataset": ds_name, "data_dir": data_dir,
             "dataset_options": {k: list(v) if isinstance(v, tuple) else v for k, v in (opts or {}).items()}}
     try:
@@ -156,7 +171,6 @@ def main(argv=None):
     fig.savefig(fig_path, dpi=110)
     result["figure"] = str(fig_path)
     result["seconds"] = time.time() - t0
-    json_path = pathlib.Path(args.json) if args.json else out / "benchmark.json"
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(result, indent=1))
     print()

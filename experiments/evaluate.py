@@ -1,6 +1,7 @@
 """Score a trained noise model on the test split against Gaussian, Poisson-Gaussian and binned-Gaussian baselines.
 
     python experiments/evaluate.py                       # the newest run under checkpoints/, latest step
+                                                         # (none yet: the shipped default, checkpoints/default)
     python experiments/evaluate.py --checkpoint checkpoints/<run> --which best --json eval.json
     python experiments/evaluate.py --max_bursts 2 --samples 2   # quicker
 
@@ -58,17 +59,20 @@ def main(argv=None):
     if args.data_dir is not None and not os.path.isdir(args.data_dir):
         fail(f"--data_dir {args.data_dir} does not exist or is not a folder")
 
-    from starlight_jax import evaluation
-    from starlight_jax.checkpoint import load_noise_model
+    from starlight_jax import evaluation, files
+    from starlight_jax.checkpoint import load_noise_model, load_run_config, resolve_run, run_or_default
 
     t0 = time.time()
+    checkpoint, note = run_or_default(args.checkpoint, args.root)
+    if note:
+        print(f"[evaluate] {note}")
     try:
-        model, cfg, info = load_noise_model(args.checkpoint, args.which, root=args.root)
+        run_dir = resolve_run(checkpoint, args.root)
+        out = files.check_output_file(args.json or run_dir / "evaluation.json", "--json")
+        model, cfg, info = load_noise_model(run_dir, args.which)
+        _, run = load_run_config(info["run_dir"])
     except (FileNotFoundError, ValueError) as e:
         fail(str(e))
-    from starlight_jax.train_loop import load_config
-
-    _, run = load_config(info["run_dir"])
     options = {"frame_size": (args.frame_size, args.frame_size)} if args.frame_size else None
     try:
         dataset, ds_name, data_dir, opts = evaluation.run_dataset(run, args.dataset, args.data_dir, options)
@@ -102,7 +106,6 @@ def main(argv=None):
     print(evaluation.parameter_table(result))
     for note in result["notes"]:
         print(f"note: {note}")
-    out = pathlib.Path(args.json) if args.json else pathlib.Path(info["run_dir"]) / "evaluation.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(evaluation.to_json(result), indent=1))
     print(f"[evaluate] wrote {out} ({time.time() - t0:.0f} s)")

@@ -37,22 +37,26 @@ def main(argv=None):
     ap.add_argument("--note", default="", help="free text stored in generator.json")
     args = ap.parse_args(argv)
 
+    from starlight_jax import files
     from starlight_jax.checkpoint import load_noise_model, save_generator, without_sensor_maps
 
     try:
-        model, cfg, info = load_noise_model(args.checkpoint, args.which, root=REPO / "checkpoints")
+        out = files.check_output_dir(args.out, "--out")
+        for name in ("generator.json", "generator.npz", "config.json"):
+            files.check_output_file(out / name, "--out")
+        model, cfg, info = load_noise_model(args.checkpoint, args.which, root=args.root)
         if args.drop_fixed:
             model = without_sensor_maps(model)
+        run_dir = pathlib.Path(info["run_dir"])
+        config = files.read_json(run_dir / "config.json")
     except (FileNotFoundError, ValueError) as e:
         fail(str(e))
-    run_dir = pathlib.Path(info["run_dir"])
     info["run_dir"] = _repo_relative(run_dir)
     info = {**info, "trained_with": cfg.noiselist, "exported_noiselist": model.config.noise.noiselist,
             "command": " ".join(["python", "experiments/export.py", *(sys.argv[1:] if argv is None else argv)]),
             "note": args.note}
     folder = save_generator(model, args.out, info)
     # The run's config beside the generator: evaluate.py, sample.py and denoise_benchmark.py take the folder.
-    config = json.loads((run_dir / "config.json").read_text())
     config["run"]["workdir"] = _repo_relative(config["run"]["workdir"])
     (folder / "config.json").write_text(json.dumps(config, indent=2))
     print(f"[starlight-jax] wrote {folder / 'generator.json'} and generator.npz ({model.config.noise.noiselist}, "

@@ -1,6 +1,7 @@
 """Look at a trained noise model: figures against real data, or its noise on your own image.
 
     python experiments/sample.py                          # newest run under checkpoints/, figures in <run>/samples/
+                                                          # (none yet: the shipped default, checkpoints/default)
     python experiments/sample.py --checkpoint checkpoints/<run> --which best --out figs/
     python experiments/sample.py --input photo.png        # writes <out>/photo_noisy.png
     python experiments/sample.py --input photo.png --pack_rggb   # RGB photo into a packed-RGGB raw model
@@ -57,21 +58,32 @@ def main(argv=None):
         fail(f"--crop_size must be a positive multiple of 64, got {args.crop_size}")
     if args.max_bursts < 1:
         fail(f"--max_bursts must be >= 1, got {args.max_bursts}")
+    if not 0 <= args.burst < args.max_bursts:  # the burst shown is one of the first --max_bursts drawn
+        fail(f"--burst must be in [0, --max_bursts = {args.max_bursts}), got {args.burst}")
+    if args.frame < 0:
+        fail(f"--frame must be >= 0, got {args.frame}")
 
     import jax
     import numpy as np
 
-    from starlight_jax import evaluation, plots
-    from starlight_jax.checkpoint import load_noise_model
-    from starlight_jax.train_loop import load_config
+    from starlight_jax import evaluation, files, plots
+    from starlight_jax.checkpoint import load_noise_model, load_run_config, resolve_run, run_or_default
 
+    checkpoint, note = run_or_default(args.checkpoint, args.root)
+    if note:
+        print(f"[sample] {note}")
     try:
-        model, cfg, info = load_noise_model(args.checkpoint, args.which, root=args.root)
+        run_dir = resolve_run(checkpoint, args.root)
+        out = files.check_output_dir(args.out or run_dir / "samples", "--out")
+        if args.input is not None:
+            stem = pathlib.Path(args.input).stem
+            for suffix in ("_noisy.png", "_noisy.npy"):
+                files.check_output_file(out / f"{stem}{suffix}", "--out")
+        model, cfg, info = load_noise_model(run_dir, args.which)
+        run_dir = pathlib.Path(info["run_dir"])
+        _, run = load_run_config(run_dir)
     except (FileNotFoundError, ValueError) as e:
         fail(str(e))
-    run_dir = pathlib.Path(info["run_dir"])
-    out = pathlib.Path(args.out) if args.out else run_dir / "samples"
-    _, run = load_config(run_dir)
     title = f"{run_dir.name} step {info['step']}"
 
     if args.input is not None:
@@ -84,7 +96,6 @@ def main(argv=None):
         except ValueError as e:
             fail(str(e))
         out.mkdir(parents=True, exist_ok=True)
-        stem = pathlib.Path(args.input).stem
         path = out / f"{stem}_noisy.png"
         from starlight_jax.data.images import probe_image
 

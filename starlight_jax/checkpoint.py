@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
+from starlight_jax import files
 from starlight_jax.generator import NoiseModel, init_generator
 
 Which = Union[str, int]
@@ -40,6 +41,22 @@ def resolve_run(path, root="checkpoints") -> pathlib.Path:
         raise FileNotFoundError(f"{path} is not a run folder (no config.json); expected the folder that "
                                 f"experiments/train.py printed, e.g. checkpoints/<run name>")
     return path
+
+
+def run_or_default(path, root="checkpoints"):
+    """For the CLIs: ``(path, None)``; or, when ``path`` is None and no run lies under ``root``, the shipped
+    default model's folder and a note to print first, so that a fresh checkout's commands work.
+
+    The default folder (``checkpoints/default``) holds the run's ``config.json``, which names the dataset it
+    was trained on (the embedded synthetic data), so it stands in for a run folder.
+    """
+    from starlight_jax.generator import DEFAULT_MODEL_DIR
+
+    if path is not None or find_runs(root) or not (DEFAULT_MODEL_DIR / "config.json").is_file():
+        return path, None
+    return DEFAULT_MODEL_DIR, (f"no trained run under {pathlib.Path(root).resolve()}: using the shipped "
+                               f"default model {DEFAULT_MODEL_DIR} (train one with experiments/train.py, or "
+                               f"pass --checkpoint)")
 
 
 def _pick_step(manager: ocp.CheckpointManager, which: Which, folder: pathlib.Path) -> int:
@@ -73,16 +90,12 @@ def load_noise_model(run_dir=None, which: Which = "latest", *, root="checkpoints
       FileNotFoundError: no run folder / checkpoint; ValueError: the checkpoint does not match its config
         (e.g. a different noiselist or U-Net), naming the differing parameters.
     """
-    from starlight_jax.train_loop import load_config
-
     run_dir = resolve_run(run_dir, root).resolve()
-    cfg, _ = load_config(run_dir)
+    cfg, _ = load_run_config(run_dir)
     if (run_dir / "generator.npz").is_file() and not (run_dir / "latest").is_dir():
         # An exported generator (experiments/export.py) beside its run's config.json: one model, no steps.
-        import json
-
         model = load_generator(run_dir)
-        step = json.loads((run_dir / "generator.json").read_text()).get("info", {}).get("step")
+        step = files.read_json(run_dir / "generator.json").get("info", {}).get("step")
         return model, cfg, {"run_dir": str(run_dir), "step": step, "which": "exported"}
     folder = run_dir / ("best" if which == "best" else "latest")
     manager = ocp.CheckpointManager(folder, item_names=("state", "loader"))
@@ -94,6 +107,25 @@ def load_noise_model(run_dir=None, which: Which = "latest", *, root="checkpoints
     expected = jax.eval_shape(lambda: init_generator(jax.random.key(0), gen_cfg).params)
     _check_same_tree(expected, params, run_dir, step)
     return NoiseModel(params=params, config=gen_cfg), cfg, {"run_dir": str(run_dir), "step": step, "which": which}
+
+
+def load_run_config(run_dir):
+    """`train_loop.load_config` of ``run_dir``, with a `ValueError` naming its ``config.json`` for invalid
+    JSON, a missing section, unknown keys (all listed) or values the configs refuse."""
+    from starlight_jax.train_loop import RunConfig, load_config
+    from starlight_jax.training import TrainConfig
+
+    path = pathlib.Path(run_dir) / "config.json"
+    data = files.read_json(path)
+    for key, cls in (("train", TrainConfig), ("run", RunConfig)):
+        if key not in data:
+            raise ValueError(f"{path} has no {key!r} section (keys: {sorted(data)}); expected the config.json "
+                             f"that experiments/train.py writes")
+        files.check_fields(cls, data[key], f"{path} key {key!r}")
+    try:
+        return load_config(run_dir)
+    except (TypeError, ValueError, KeyError, AttributeError) as e:
+        raise ValueError(f"{path}: {type(e).__name__}: {e}") from None
 
 
 def _check_same_tree(expected, got, run_dir, step):
@@ -151,31 +183,49 @@ def without_sensor_maps(model: NoiseModel) -> NoiseModel:
 
 
 def load_generator(folder) -> NoiseModel:
-    """Reads a folder written by `save_generator`."""
-    import json
+    """Reads a folder written by `save_generator`.
 
-    import numpy as np
-
+    Raises:
+      FileNotFoundError: a file missing; ValueError (naming the file and the key): invalid or truncated
+        JSON or ``.npz``, unknown or refused config keys, or arrays whose names or shapes do not match the
+        config (e.g. ``per_channel`` scalars where the config says shared ones).
+    """
     from starlight_jax.generator import GeneratorConfig
     from starlight_jax.noiselist import NoiseConfig
 
     folder = pathlib.Path(folder)
-    if not (folder / "generator.json").is_file() or not (folder / "generator.npz").is_file():
+    json_file, npz_file = folder / "generator.json", folder / "generator.npz"
+    if not json_file.is_file() or not npz_file.is_file():
         raise FileNotFoundError(f"{folder} holds no generator.json + generator.npz (see save_generator)")
-    config = json.loads((folder / "generator.json").read_text())["config"]
-    noise = config.pop("noise")
-    noise["fixed_shape"] = tuple(noise["fixed_shape"])
+    doc = files.read_json(json_file)
+    if not isinstance(doc.get("config"), dict):
+        raise ValueError(f"{json_file} has no 'config' object (keys: {sorted(doc)}); expected the file that "
+                         f"experiments/export.py writes")
+    config = dict(doc["config"])
+    files.check_fields(GeneratorConfig, config, f"{json_file} key 'config'")
+    if "noise" not in config:
+        raise ValueError(f"{json_file} key 'config' has no 'noise' entry")
+    noise = files.dataclass_from_dict(NoiseConfig, config.pop("noise"), f"{json_file} key 'config.noise'")
     if config.get("unet_widths") is not None:
         config["unet_widths"] = tuple(config["unet_widths"])
-    gen_cfg = GeneratorConfig(noise=NoiseConfig(**noise), **config)
+    gen_cfg = files.dataclass_from_dict(GeneratorConfig, {**config, "noise": noise}, f"{json_file} key 'config'")
     template = jax.eval_shape(lambda: init_generator(jax.random.key(0), gen_cfg).params)
-    with np.load(folder / "generator.npz") as data:
-        stored = dict(data)
+    stored = files.read_npz(npz_file)
     paths, treedef = jax.tree_util.tree_flatten_with_path(template)
     names = [jax.tree_util.keystr(p) for p, _ in paths]
     missing, unexpected = sorted(set(names) - set(stored)), sorted(set(stored) - set(names))
     if missing or unexpected:
-        raise ValueError(f"{folder / 'generator.npz'} does not match {folder / 'generator.json'}: missing "
-                         f"{missing}, unexpected {unexpected}")
+        raise ValueError(f"{npz_file} does not match {json_file}: missing {missing}, unexpected {unexpected}")
+    for name, (_, ref) in zip(names, paths):
+        want, got = tuple(ref.shape), stored[name].shape
+        if name.endswith(("['fixed_pattern']", "['learned_fixed']")):  # any frame size; rank and channels fixed
+            ok = len(got) == 3 and got[-1] == gen_cfg.channels
+            want = f"[Hf, Wf, {gen_cfg.channels}]"
+        else:
+            ok = got == want
+        if not ok:
+            raise ValueError(f"{npz_file} does not match {json_file}: {name} has shape {got}, expected {want} "
+                             f"(noiselist {noise.noiselist!r}, channels {noise.channels}, "
+                             f"per_channel {noise.per_channel})")
     params = jax.tree_util.tree_unflatten(treedef, [jnp.asarray(stored[n]) for n in names])
     return NoiseModel(params=params, config=gen_cfg)

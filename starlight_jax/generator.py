@@ -149,24 +149,59 @@ def quantize(y, step: float):
     return y + jax.lax.stop_gradient(jnp.round(y / step) * step - y)
 
 
-# The trained default that `synthesize(key, clean)` uses (README: how it was produced).
-DEFAULT_MODEL_DIR = pathlib.Path(__file__).resolve().parents[1] / "checkpoints" / "default"
+# The trained defaults that `synthesize(key, clean)` uses, by channel count (README: how they were made).
+# A registered folder may be absent from a checkout (not shipped yet): that channel count then has none.
+_CHECKPOINTS = pathlib.Path(__file__).resolve().parents[1] / "checkpoints"
+DEFAULT_MODEL_DIRS = {4: _CHECKPOINTS / "default", 3: _CHECKPOINTS / "srgb"}
+DEFAULT_MODEL_DIR = DEFAULT_MODEL_DIRS[4]
+
+
+def trained_defaults() -> dict[int, pathlib.Path]:
+    """``{channels: folder}`` of the registered default models present in this checkout."""
+    return {c: d for c, d in sorted(DEFAULT_MODEL_DIRS.items()) if (d / "generator.json").is_file()}
+
+
+def _no_default_message(channels: int, compat: str, shape=None) -> Optional[str]:
+    """Why there is no trained default for ``channels`` / ``compat``, or None when there is one."""
+    if compat != "physics":
+        return (f"there is no trained default model for compat={compat!r} (the shipped defaults are 'physics' "
+                f"models); pass params (or a NoiseModel), or a noiselist to use its initial, untrained values")
+    available = trained_defaults()
+    if channels in available:
+        return None
+    msg = (f"there is no trained default model for {channels}-channel images (trained defaults exist for "
+           f"{sorted(available) or 'no'} channels); pass params (or a NoiseModel), or a noiselist to use its "
+           f"initial, untrained values")
+    if shape is not None and len(shape) >= 3 and channels > 4 and shape[-3] <= 4:
+        msg += (f". The shape {tuple(shape)} looks like channels-first (N, C, H, W): synthesize expects "
+                f"channels last ([..., H, W, C]), e.g. jnp.moveaxis(clean, -3, -1)")
+    return msg
 
 
 @functools.lru_cache(maxsize=8)
 def default_model(noiselist: Optional[str] = None, compat: str = "physics", channels: int = 4) -> NoiseModel:
     """The model `synthesize` uses when no params are given.
 
-    With no noiselist: the trained default in ``checkpoints/default`` (4 channels, physics) when present,
-    else the initial values of the default noiselist. With a noiselist: that noiselist's initial values.
-    """
-    if noiselist is None:
-        if compat == "physics" and channels == 4 and (DEFAULT_MODEL_DIR / "generator.json").is_file():
-            from starlight_jax.checkpoint import load_generator
+    With no noiselist: the trained default registered for ``channels`` in `DEFAULT_MODEL_DIRS` (4: packed
+    raw, ``checkpoints/default``; 3: sRGB, ``checkpoints/srgb``). With a noiselist: that noiselist's initial
+    (untrained) values. Models are built once per argument tuple.
 
-            return load_generator(DEFAULT_MODEL_DIR)
-        noiselist = DEFAULT_NOISELIST
-    return _initial_model(parse_noiselist(noiselist, compat=compat, channels=channels))
+    Raises:
+      ValueError: no noiselist, and no trained default for ``channels`` (or a ``compat`` other than physics).
+    """
+    if noiselist is not None:
+        return _initial_model(parse_noiselist(noiselist, compat=compat, channels=channels))
+    msg = _no_default_message(channels, compat)
+    if msg is not None:
+        raise ValueError(msg)
+    from starlight_jax.checkpoint import load_generator
+
+    folder = DEFAULT_MODEL_DIRS[channels]
+    model = load_generator(folder)
+    if model.config.channels != channels:
+        raise ValueError(f"{folder} is registered as the {channels}-channel default but holds a "
+                         f"{model.config.channels}-channel model")
+    return model
 
 
 @functools.lru_cache(maxsize=8)
@@ -180,8 +215,9 @@ def _param_shapes(cfg: NoiseConfig) -> dict:
     return jax.eval_shape(lambda: noise_lib.init_params(cfg))
 
 
-def _resolve(params, noiselist, compat, channels) -> NoiseModel:
-    """Turns the ``params`` argument of `synthesize` into a `NoiseModel`."""
+def _resolve(params, noiselist, compat, channels, shape=None) -> NoiseModel:
+    """Turns the ``params`` argument of `synthesize` into a `NoiseModel` (``shape``: the clean image's, for
+    the error message)."""
     if isinstance(params, NoiseModel):
         if noiselist is not None or compat is not None:
             raise ValueError("noiselist/compat must not be given together with a NoiseModel: the model "
@@ -191,6 +227,8 @@ def _resolve(params, noiselist, compat, channels) -> NoiseModel:
     if params is None:
         if isinstance(noiselist, NoiseConfig):
             return _initial_model(noiselist)
+        if noiselist is None and (msg := _no_default_message(channels, compat, shape)) is not None:
+            raise ValueError(msg)
         return default_model(noiselist, compat, channels)
     noiselist = DEFAULT_NOISELIST if noiselist is None else noiselist
     config = GeneratorConfig(noise=parse_noiselist(noiselist, compat=compat, channels=channels))
@@ -205,10 +243,13 @@ def synthesize(key, clean, params=None, *, noiselist=None, compat: Optional[str]
 
     Args:
       key: a PRNG key (`jax.random.key`); the same key gives the same noise.
-      clean: ``[..., H, W, C]`` float images in [0, 1]; for a burst ``[..., T, H, W, C]``.
-      params: ``None`` (without ``noiselist``: the trained default model in ``checkpoints/default``;
-        with one: its initial values), a dict of noise parameters
-        (`starlight_jax.init_params`), or a full `NoiseModel` (config + params, U-Net included).
+      clean: ``[..., H, W, C]`` float images in [0, 1]; for a burst ``[..., T, H, W, C]``. Channels are the
+        last axis. float16 / bfloat16 images are computed in float32 and cast back.
+      params: ``None``, a dict of noise parameters (`starlight_jax.init_params`), or a full `NoiseModel`
+        (config + params, U-Net included). ``None`` without ``noiselist``: the trained default model for
+        the image's channel count (`DEFAULT_MODEL_DIRS`: 4 → ``checkpoints/default``, packed raw; 3 →
+        ``checkpoints/srgb`` once shipped); ``None`` with a ``noiselist``: that noiselist's initial,
+        untrained values.
       noiselist: a `--noiselist` string or `NoiseConfig` (default
         ``shot_read_uniform_row1_rowt_fixed1_periodic``); not with a `NoiseModel`.
       compat: ``"physics"`` (default) or ``"starlight"`` (the original's behaviour).
@@ -220,18 +261,26 @@ def synthesize(key, clean, params=None, *, noiselist=None, compat: Optional[str]
 
     Raises:
       ValueError: for a clean image that is not a finite float array ``[..., H, W, C]`` with the
-        model's channel count, params that do not match the noiselist, or a fixed-pattern map smaller
-        than the image.
+        model's channel count, or (outside `jax.jit`, where the values are known) has values outside
+        [0, 1] by more than `validation.RANGE_TOLERANCE` (e.g. 0-255 data); no params and no noiselist
+        for a channel count without a trained default; params that do not match the noiselist, or a
+        fixed-pattern map smaller than the image.
     """
-    channels = clean.shape[-1] if hasattr(clean, "shape") and len(clean.shape) else 4
+    clean = validation.check_image("clean", clean)
+    channels = clean.shape[-1]
     if isinstance(params, NoiseModel):
         channels = params.config.channels
     elif params is not None and isinstance(noiselist, NoiseConfig):
         channels = noiselist.channels
-    model = _resolve(params, noiselist, compat, channels)
+    model = _resolve(params, noiselist, compat, channels, clean.shape)
     cfg = model.config
-    clean = validation.check_image("clean", clean, channels=cfg.channels)
+    validation.check_channels("clean", clean.shape, cfg.channels)
     height, width = clean.shape[-3], clean.shape[-2]
     validation.check_noise_params(model.params["noise"], cfg.noise, _param_shapes(cfg.noise), height, width)
     validation.check_offset(fixed_offset, cfg.noise, model.params["noise"], height, width)
-    return generate(model.params, key, clean, cfg, train=train, fixed_offset=fixed_offset)
+    # Half precision: the FFTs of some components exist in float32 and up only, and noise scales of 1e-4
+    # are near float16's resolution anyway.
+    dtype = clean.dtype
+    compute = jnp.float32 if jnp.finfo(dtype).bits < 32 else dtype
+    out = generate(model.params, key, clean.astype(compute), cfg, train=train, fixed_offset=fixed_offset)
+    return out.astype(dtype)

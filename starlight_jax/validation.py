@@ -18,8 +18,17 @@ def is_concrete(x) -> bool:
     return not isinstance(x, jax.core.Tracer)
 
 
+# How far outside [0, 1] a clean image may reach (about a quarter of an 8-bit step): rounding and float
+# arithmetic pass, while 0-255 data, [-1, 1]-normalised data or a resize's overshoot do not.
+RANGE_TOLERANCE = 1e-3
+
+
 def check_image(name: str, x, channels: int | None = None, min_rank: int = 3) -> jax.Array:
-    """Validates a float image or burst ``[..., H, W, C]`` and returns it as a JAX array."""
+    """Validates a float image or burst ``[..., H, W, C]`` in [0, 1] and returns it as a JAX array.
+
+    The values (finite, within [0, 1] ± `RANGE_TOLERANCE`) are checked only when concrete: under
+    `jax.jit` there are none to check.
+    """
     if isinstance(x, (list, tuple)):
         raise ValueError(f"{name} must be an array [..., H, W, C], got a {type(x).__name__}")
     if not hasattr(x, "shape") or not hasattr(x, "dtype"):
@@ -29,12 +38,39 @@ def check_image(name: str, x, channels: int | None = None, min_rank: int = 3) ->
     if not jnp.issubdtype(x.dtype, jnp.floating):
         raise ValueError(f"{name} must be a float array in [0, 1], got dtype {x.dtype}; convert integer "
                          f"images first, e.g. x.astype('float32') / 255 for 8-bit data")
-    if channels is not None and x.shape[-1] != channels:
-        raise ValueError(f"{name} has {x.shape[-1]} channels (last axis of shape {tuple(x.shape)}), but the "
-                         f"noise model expects {channels}; channels are the last axis (NHWC)")
-    if is_concrete(x) and not bool(np.all(np.isfinite(np.asarray(x)))):
-        raise ValueError(f"{name} contains NaN or inf values")
+    if channels is not None:
+        check_channels(name, x.shape, channels)
+    if is_concrete(x):
+        check_unit_range(name, np.asarray(x, np.float32))
     return jnp.asarray(x)
+
+
+def check_channels(name: str, shape, channels: int) -> None:
+    """The last axis of ``shape`` must be ``channels`` (NHWC)."""
+    if shape[-1] != channels:
+        raise ValueError(f"{name} has {shape[-1]} channels (last axis of shape {tuple(shape)}), but the "
+                         f"noise model expects {channels}; channels are the last axis (NHWC)")
+
+
+def check_unit_range(name: str, x: np.ndarray) -> None:
+    """``x`` must be finite and within [0, 1] ± `RANGE_TOLERANCE`; the message suggests the conversion."""
+    if not bool(np.all(np.isfinite(x))):
+        raise ValueError(f"{name} contains NaN or inf values")
+    if not x.size:
+        return
+    lo, hi = float(x.min()), float(x.max())
+    if lo >= -RANGE_TOLERANCE and hi <= 1 + RANGE_TOLERANCE:
+        return
+    if hi > 255 + RANGE_TOLERANCE:
+        hint = "divide by the white level first (e.g. / 65535 for 16-bit data)"
+    elif hi > 1 + RANGE_TOLERANCE and lo >= -RANGE_TOLERANCE:
+        hint = "it looks like 0-255 data: divide by 255 first"
+    elif lo >= -1 - RANGE_TOLERANCE and hi <= 1 + RANGE_TOLERANCE:
+        hint = "it looks like [-1, 1] data: use (x + 1) / 2"
+    else:
+        hint = "rescale it to [0, 1]"
+    raise ValueError(f"{name} must hold values in [0, 1] (± {RANGE_TOLERANCE:g}), got [{lo:.4g}, {hi:.4g}]; "
+                     f"{hint}, or clip small overshoots with jnp.clip({name}, 0, 1)")
 
 
 def check_noise_params(params: Mapping, cfg: NoiseConfig, expected: Mapping, height: int, width: int):

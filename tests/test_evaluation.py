@@ -271,7 +271,7 @@ def test_export_cli_round_trip_and_default_pickup(run_dir, model, tmp_path, caps
     assert cfg == load_noise_model(run_dir)[1] and loaded.config == model.config
     jax.tree_util.tree_map(np.testing.assert_array_equal, loaded.params, model.params)
     # synthesize(key, clean) with no params uses the exported folder when it is the default one.
-    monkeypatch.setattr(generator, "DEFAULT_MODEL_DIR", out)
+    monkeypatch.setitem(generator.DEFAULT_MODEL_DIRS, 4, out)
     clean = jax.numpy.full((32, 32, 4), 0.3)
     key = jax.random.key(5)
     generator.default_model.cache_clear()  # it caches the folder's model: start and end without this one

@@ -25,6 +25,7 @@ import jax
 import numpy as np
 from flax import traverse_util
 
+from starlight_jax import files
 from starlight_jax.denoise.model import DenoiserConfig, init_denoiser
 
 FORMAT = "starlight-jax-denoiser/1"
@@ -56,8 +57,9 @@ def load_denoiser(path):
       ``(params, config, meta)``.
 
     Raises:
-      FileNotFoundError: no such folder or a file missing; ValueError: not a denoiser folder, or params that
-        do not match the config (names the differing parameters).
+      FileNotFoundError: no such folder or a file missing; ValueError (naming the file): not a denoiser
+        folder, invalid or truncated JSON or ``.npz``, unknown config keys, or params that do not match the
+        config (names the differing parameters).
     """
     path = pathlib.Path(path)
     cfg_file, npz_file = path / "config.json", path / "params.npz"
@@ -65,12 +67,13 @@ def load_denoiser(path):
         if not f.is_file():
             raise FileNotFoundError(f"{f} not found: {path} is not a saved denoiser folder (expected config.json "
                                     f"and params.npz, as written by experiments/denoise_benchmark.py)")
-    doc = json.loads(cfg_file.read_text())
+    doc = files.read_json(cfg_file)
     if doc.get("format") != FORMAT:
         raise ValueError(f"{cfg_file} has format {doc.get('format')!r}, expected {FORMAT!r}")
-    config = DenoiserConfig(**doc["denoiser"])
-    with np.load(npz_file) as z:
-        flat = {k: np.asarray(z[k]) for k in z.files}
+    if "denoiser" not in doc:
+        raise ValueError(f"{cfg_file} has no 'denoiser' entry (keys: {sorted(doc)})")
+    config = files.dataclass_from_dict(DenoiserConfig, doc["denoiser"], f"{cfg_file} key 'denoiser'")
+    flat = files.read_npz(npz_file)
     expected = traverse_util.flatten_dict(jax.eval_shape(lambda: init_denoiser(jax.random.key(0), config)), sep="/")
     missing, unexpected = sorted(set(expected) - set(flat)), sorted(set(flat) - set(expected))
     shapes = sorted(k for k in set(expected) & set(flat) if tuple(expected[k].shape) != flat[k].shape)
@@ -88,7 +91,8 @@ def read_image(path) -> tuple[np.ndarray, int]:
     """``(image float32 [H, W, C] in [0, 1], bits)``; bits is 8/16 for image files, 32 for ``.npy``.
 
     Raises:
-      FileNotFoundError: no such file; ValueError: unreadable, unsupported, or values outside [0, 1].
+      FileNotFoundError: no such file; ValueError: unreadable, unsupported, non-finite values or values
+        outside [0, 1].
     """
     from starlight_jax.data.images import read_image as _read, to_unit_float
 
@@ -96,12 +100,18 @@ def read_image(path) -> tuple[np.ndarray, int]:
     if not path.is_file():
         raise FileNotFoundError(f"{path} is not a file")
     if path.suffix.lower() == ".npy":
-        arr = np.load(path)
+        try:
+            arr = np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as e:
+            raise ValueError(f"{path} is not a readable .npy array (truncated or corrupt?): {e}") from None
         if arr.ndim == 2:
             arr = arr[..., None]
         if arr.ndim != 3 or arr.dtype.kind != "f":
             raise ValueError(f"{path}: a .npy input must be a float array [H, W, C] in [0, 1]; got "
                              f"{arr.dtype} {arr.shape}")
+        bad = int(np.count_nonzero(~np.isfinite(arr)))
+        if bad:  # NaN passes the range check below and would come out as an all-NaN "denoised" image
+            raise ValueError(f"{path}: {bad} of {arr.size} values are NaN or inf; expected finite values in [0, 1]")
         return to_unit_float(arr.astype(np.float32), 32, path), 32
     arr, bits = _read(path)
     return to_unit_float(arr, bits, path), bits
