@@ -13,6 +13,7 @@ from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 from starlight_jax import noise as noise_lib
@@ -236,7 +237,7 @@ def _resolve(params, noiselist, compat, channels, shape=None) -> NoiseModel:
 
 
 def synthesize(key, clean, params=None, *, noiselist=None, compat: Optional[str] = None,
-               fixed_offset=None, train: bool = False):
+               fixed_offset=None, train: bool = False, gain=None):
     """Adds learned camera noise to clean images: ``clip(clean + noise [→ U-Net], 0, 1)``.
 
     Jittable, `jax.vmap`-able over images and keys, and differentiable in ``params``.
@@ -255,6 +256,9 @@ def synthesize(key, clean, params=None, *, noiselist=None, compat: Optional[str]
       compat: ``"physics"`` (default) or ``"starlight"`` (the original's behaviour).
       fixed_offset: ``[2]`` (row, column) of the crop inside the fixed-pattern map; default random.
       train: dropout of the U-Net on (the original always had it on).
+      gain: optional analogue-gain factor relative to the model's (e.g. 2 for twice the ISO): shot
+        variance × gain, read variance × gain², row/column std × gain (`noise.with_gain`). A model
+        reproduces the ISO it was trained at; this is how to reach a noisier (or cleaner) camera setting.
 
     Returns:
       The noisy images, same shape and dtype as ``clean``.
@@ -282,5 +286,10 @@ def synthesize(key, clean, params=None, *, noiselist=None, compat: Optional[str]
     # are near float16's resolution anyway.
     dtype = clean.dtype
     compute = jnp.float32 if jnp.finfo(dtype).bits < 32 else dtype
-    out = generate(model.params, key, clean.astype(compute), cfg, train=train, fixed_offset=fixed_offset)
+    params = model.params
+    if gain is not None:
+        if validation.is_concrete(gain) and not (np.ndim(gain) == 0 and float(gain) > 0):
+            raise ValueError(f"gain must be a positive scalar (e.g. 2.0 for twice the ISO), got {gain!r}")
+        params = {**params, "noise": noise_lib.with_gain(params["noise"], cfg.noise, gain)}
+    out = generate(params, key, clean.astype(compute), cfg, train=train, fixed_offset=fixed_offset)
     return out.astype(dtype)

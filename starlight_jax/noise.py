@@ -105,6 +105,24 @@ def stored_value(name: str, value, cfg: NoiseConfig) -> jax.Array:
     return jnp.log(value)
 
 
+# How each stored (log) parameter moves when the sensor's analogue gain is multiplied by g: a signal of
+# S electrons read at gain g has shot variance g·(g S) ∝ g per unit of output signal and read / row / column
+# variance ∝ g² (their std ∝ g); quantisation, fixed maps and the pipeline do not change.
+GAIN_EXPONENTS = {"shot": 1.0, "read": 2.0, "column": 1.0, "column_t": 1.0, "row": 1.0}
+
+
+def with_gain(params: Params, cfg: NoiseConfig, gain) -> dict:
+    """``params`` at ``gain`` times the analogue gain they were learned at (a higher ISO).
+
+    Shot variance scales by ``gain``, read variance by ``gain²``, the std of row and column offsets by
+    ``gain``; the other parameters stay. Physics mode only (the original's linear std law has no such
+    reading). ``gain`` is a positive scalar (traceable, differentiable)."""
+    if cfg.starlight:
+        raise ValueError("gain needs compat='physics': the original's std = a*x + b law has no analogue-gain reading")
+    log_gain = jnp.log(jnp.asarray(gain, jnp.float32))
+    return {k: (v + GAIN_EXPONENTS[k] * log_gain if k in GAIN_EXPONENTS else v) for k, v in params.items()}
+
+
 def init_params(cfg: NoiseConfig, *, fixed_pattern=None, learned_fixed=None) -> dict:
     """Initial parameters of every enabled component (only those: the tree holds nothing unused).
 
