@@ -45,6 +45,9 @@ def parse_args(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--keep_fixed_pattern", action="store_true",
                     help="fit the baselines to the raw residual, without subtracting the dataset's fixed pattern")
+    ap.add_argument("--test_data_dir", default=None,
+                    help="score every pair of this folder (same --dataset type) instead of the test split; the "
+                         "baselines are still fitted on the run's training data (a cross-set test)")
     ap.add_argument("--json", default=None, help="output JSON (default <run>/evaluation.json)")
     return ap.parse_args(argv)
 
@@ -56,8 +59,9 @@ def main(argv=None):
             fail(f"--{name} must be >= 1, got {getattr(args, name)}")
     if args.crop_size is not None and (args.crop_size < 64 or args.crop_size % 64):
         fail(f"--crop_size must be a positive multiple of 64, got {args.crop_size}")
-    if args.data_dir is not None and not os.path.isdir(args.data_dir):
-        fail(f"--data_dir {args.data_dir} does not exist or is not a folder")
+    for flag in ("data_dir", "test_data_dir"):
+        if getattr(args, flag) is not None and not os.path.isdir(getattr(args, flag)):
+            fail(f"--{flag} {getattr(args, flag)} does not exist or is not a folder")
 
     from starlight_jax import evaluation, files
     from starlight_jax.checkpoint import load_noise_model, load_run_config, resolve_run, run_or_default
@@ -78,7 +82,13 @@ def main(argv=None):
         dataset, ds_name, data_dir, opts = evaluation.run_dataset(run, args.dataset, args.data_dir, options)
     except (FileNotFoundError, ValueError, TypeError) as e:
         fail(f"dataset: {e}")
-    crop = args.crop_size or evaluation.largest_crop(dataset, cfg.crop_size)
+    test_data = None
+    if args.test_data_dir is not None:
+        try:
+            test_data, *_ = evaluation.run_dataset(run, ds_name, args.test_data_dir, options)
+        except (FileNotFoundError, ValueError, TypeError) as e:
+            fail(f"--test_data_dir: {e}")
+    crop = args.crop_size or evaluation.largest_crop(test_data or dataset, cfg.crop_size)
     frames = args.frames or cfg.frames
     if args.frames is None and frames > evaluation.max_frames(dataset):
         frames = evaluation.max_frames(dataset)
@@ -87,12 +97,12 @@ def main(argv=None):
     print(f"[evaluate] run {info['run_dir']} step {info['step']} ({args.which}); noiselist "
           f"{model.config.noise.noiselist}, {model.config.network}")
     print(f"[evaluate] dataset {ds_name} {opts or ''} data_dir={data_dir}; crop {crop}, {frames} frames, "
-          f"{args.samples} samples/burst")
+          f"{args.samples} samples/burst" + (f"; scoring every pair of {args.test_data_dir}" if test_data else ""))
     try:
         result = evaluation.evaluate_model(
             model, dataset, crop_size=crop, frames=frames, seed=args.seed, max_bursts=args.max_bursts,
             n_samples=args.samples, subtract_fixed_pattern=not args.keep_fixed_pattern,
-            max_train_bursts=args.max_train_bursts)
+            max_train_bursts=args.max_train_bursts, test_data=test_data)
     except ValueError as e:
         fail(str(e))
     result["checkpoint"] = {**info, "data_dir": data_dir, "dataset_options": opts}

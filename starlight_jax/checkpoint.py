@@ -63,13 +63,13 @@ def _pick_step(manager: ocp.CheckpointManager, which: Which, folder: pathlib.Pat
     steps = manager.all_steps()
     if not steps:
         raise FileNotFoundError(f"no checkpoint in {folder}")
-    if which in ("latest", "best"):
+    if which in ("latest", "best", "init"):
         return max(steps)
     if isinstance(which, int) or (isinstance(which, str) and which.isdigit()):
         if int(which) not in steps:
             raise FileNotFoundError(f"no checkpoint at step {which} in {folder}; available steps: {sorted(steps)}")
         return int(which)
-    raise ValueError(f"which must be 'latest', 'best' or a step number, got {which!r}")
+    raise ValueError(f"which must be 'latest', 'best', 'init' or a step number, got {which!r}")
 
 
 def load_noise_model(run_dir=None, which: Which = "latest", *, root="checkpoints"):
@@ -79,7 +79,8 @@ def load_noise_model(run_dir=None, which: Which = "latest", *, root="checkpoints
       run_dir: a run folder, or a folder written by ``experiments/export.py`` (``generator.json`` +
         ``generator.npz`` + the run's ``config.json``: ``which`` is then ignored); None picks the newest
         run under ``root``.
-      which: ``"latest"``, ``"best"`` or a step number.
+      which: ``"latest"``, ``"best"``, ``"init"`` (the untrained model of step 0, after the data init) or a
+        step number.
       root: where to look when ``run_dir`` is None.
 
     Returns:
@@ -97,7 +98,7 @@ def load_noise_model(run_dir=None, which: Which = "latest", *, root="checkpoints
         model = load_generator(run_dir)
         step = files.read_json(run_dir / "generator.json").get("info", {}).get("step")
         return model, cfg, {"run_dir": str(run_dir), "step": step, "which": "exported"}
-    folder = run_dir / ("best" if which == "best" else "latest")
+    folder = run_dir / (which if which in ("best", "init") else "latest")
     manager = ocp.CheckpointManager(folder, item_names=("state", "loader"))
     step = _pick_step(manager, which, folder)
     restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(),

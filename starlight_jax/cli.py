@@ -12,4 +12,5 @@ def add_checkpoint_flags(parser, default_root) -> None:
     """``--checkpoint``, ``--root`` and ``--which``: how the CLIs pick a trained run."""
     parser.add_argument("--checkpoint", default=None, help="run folder (default: the newest under --root)")
     parser.add_argument("--root", default=str(default_root), help="where to look for runs")
-    parser.add_argument("--which", default="latest", help="latest, best or a step number")
+    parser.add_argument("--which", default="latest", help="latest, best, init (the untrained step-0 model) or a "
+                        "step number")

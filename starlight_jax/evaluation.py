@@ -269,13 +269,22 @@ class EvalSamples(NamedTuple):
 
 def draw_samples(model: NoiseModel, dataset, baselines: Baselines, *, crop_size: int, frames: int,
                  seed: int = 0, max_bursts: Optional[int] = None, n_samples: int = 4,
-                 split: str = "test") -> EvalSamples:
-    """Noises every burst of ``split`` with the learned model and every baseline, ``n_samples`` times."""
+                 split="test") -> EvalSamples:
+    """Noises every burst of ``split`` (a split's name, or several: ``("train", "test")`` for every burst of
+    another dataset) with the learned model and every baseline, ``n_samples`` times."""
     check_channels(model, dataset)
     if isinstance(n_samples, bool) or int(n_samples) < 1:
         raise ValueError(f"n_samples must be a positive int, got {n_samples!r}")
-    batches = load_batches(dataset, split, crop_size=crop_size, frames=frames, seed=seed, max_bursts=max_bursts)
-    names = tuple(dataset.split(split).names[:len(batches)])
+    batches, names = [], []
+    for name in ((split,) if isinstance(split, str) else tuple(split)):
+        if not len(dataset.split(name)):
+            continue
+        more = load_batches(dataset, name, crop_size=crop_size, frames=frames, seed=seed, max_bursts=max_bursts)
+        batches += more
+        names += list(dataset.split(name).names[:len(more)])
+    if max_bursts is not None:
+        batches, names = batches[:int(max_bursts)], names[:int(max_bursts)]
+    names = tuple(names)
     base_key = jax.random.key(seed)
     use_offset = _uses_offset(model)
     out = {m: [] for m in MODELS}
@@ -496,8 +505,8 @@ def baseline_parameters(baselines: Baselines, truth: Optional[dict] = None) -> d
 def evaluate_model(model: NoiseModel, dataset, *, crop_size: int, frames: int, seed: int = 0,
                    max_bursts: Optional[int] = None, n_samples: int = 4, baselines: Optional[Baselines] = None,
                    subtract_fixed_pattern: bool = True, max_train_bursts: Optional[int] = None,
-                   return_samples: bool = False):
-    """Scores the learned model and the baselines on the test split.
+                   return_samples: bool = False, test_data=None):
+    """Scores the learned model and the baselines on the test split (or on every burst of ``test_data``).
 
     Args:
       model: the learned `NoiseModel` (e.g. from `checkpoint.load_noise_model`).
@@ -511,6 +520,8 @@ def evaluate_model(model: NoiseModel, dataset, *, crop_size: int, frames: int, s
       subtract_fixed_pattern: see the module note (used only when fitting here).
       max_train_bursts: fit the baselines on the first N train bursts only.
       return_samples: also return the `EvalSamples` (for plots).
+      test_data: another `BurstDataset` (e.g. another camera's pairs) whose every burst is scored; the
+        baselines are still fitted on ``dataset``'s train split, as the model was: a cross-set test.
 
     Returns:
       A JSON-ready dict: one entry per name in `MODELS` (each the metrics and structure metrics of the
@@ -527,13 +538,17 @@ def evaluate_model(model: NoiseModel, dataset, *, crop_size: int, frames: int, s
     if baselines is None:
         baselines = fit_baselines(dataset, crop_size=crop_size, frames=frames, seed=seed,
                                   max_bursts=max_train_bursts, subtract_fixed_pattern=subtract_fixed_pattern)
-    split = "test" if len(dataset.test) else "train"
-    samples = draw_samples(model, dataset, baselines, crop_size=crop_size, frames=frames, seed=seed,
+    if test_data is not None:
+        check_channels(model, test_data)
+        split, scored = ("train", "test"), test_data
+    else:
+        split, scored = ("test" if len(dataset.test) else "train"), dataset
+    samples = draw_samples(model, scored, baselines, crop_size=crop_size, frames=frames, seed=seed,
                            max_bursts=max_bursts, n_samples=n_samples, split=split)
-    srgb = is_srgb(dataset)
+    srgb = is_srgb(scored)
     result = score_samples(samples, srgb=srgb)
-    struct = structure_scores(samples, step=dataset.info.get("quantization_step"),
-                              channel_names=dataset.channel_names)
+    struct = structure_scores(samples, step=scored.info.get("quantization_step"),
+                              channel_names=scored.channel_names)
     for m in result:
         result[m].update(struct[m])
     result["baselines"] = baseline_parameters(baselines, dataset.truth)
@@ -541,7 +556,8 @@ def evaluate_model(model: NoiseModel, dataset, *, crop_size: int, frames: int, s
     if dataset.truth is not None:
         result["physical_parameters"] = physical_parameters(model, dataset.truth)
     result["noise_level_function"] = nlf_to_dict(nlf_curves(samples))
-    result["setup"] = {"dataset": dataset.name, "split": split, "bursts": list(samples.names),
+    result["setup"] = {"dataset": dataset.name, "test_dataset": scored.name,
+                       "split": split if isinstance(split, str) else list(split), "bursts": list(samples.names),
                        "crop_size": int(crop_size), "frames": int(frames), "seed": int(seed),
                        "n_samples": int(n_samples), "residual_kld": "kld_srgb" if srgb else "kld_noiseflow",
                        "noiselist": model.config.noise.noiselist, "compat": model.config.noise.compat,
@@ -559,7 +575,10 @@ def evaluate_model(model: NoiseModel, dataset, *, crop_size: int, frames: int, s
 
 def _notes(model, dataset, baselines, samples, split) -> list[str]:
     notes = []
-    if split != "test":
+    if not isinstance(split, str):
+        notes.append("cross-set: every burst of the test data is scored; the baselines were fitted on the "
+                     f"train split of {dataset.name!r}, as the model was trained")
+    elif split != "test":
         notes.append(f"dataset {dataset.name!r} has no test split: scored on the train split")
     if dataset.fixed_pattern is not None and not _uses_offset(model):
         fp = np.asarray(dataset.fixed_pattern, np.float64)

@@ -12,7 +12,8 @@ the unprocessing literature (Brooks et al., "Unprocessing images for learned raw
 
 with ``x`` the clean sRGB image, ``M`` the colour matrix (camera RGB → linear sRGB, white balance folded in;
 its rows sum to 1 so grey stays grey), ``T`` the tone curve, ``D`` bilinear demosaicking of an RGGB mosaic,
-and ``S`` a Gaussian smoothing of the luma and of the chroma (BT.601 YCbCr). The noise is the pipeline's
+and ``S`` a Gaussian smoothing of the luma and of the chroma (BT.601 YCbCr), the chroma then scaled by a
+saturation gain (camera picture styles boost it; smoothing alone would leave sRGB noise almost grey). The noise is the pipeline's
 response to the raw noise, so spatial correlation (D, S), cross-channel correlation (M, S) and the
 rise-and-fall of the noise level with intensity (T' falls while a·r + b rises) follow from the physics,
 with parameters a person can read:
@@ -28,6 +29,8 @@ key                    meaning                                     stored as
 ``isp_shoulder``       s ∈ (0, 1): weight of a smoothstep shoulder  logit
 ``isp_luma_sigma``     σ (px) of the luma smoothing                log
 ``isp_chroma_sigma``   σ (px) of the chroma smoothing              log
+``isp_saturation``     gain of the chroma after its smoothing      log
+                       (a picture style's saturation boost)
 =====================  ==========================================  ================================
 
 The tone curve is :math:`T = (1-s)\,G + s\,(3G^2 - 2G^3)` with
@@ -45,12 +48,13 @@ import jax.numpy as jnp
 import numpy as np
 
 # Parameters stored as logs / logits (see the table above); `noise.scales` turns them into used values.
-LOG_PARAMS = ("isp_gamma", "isp_toe", "isp_luma_sigma", "isp_chroma_sigma")
+LOG_PARAMS = ("isp_gamma", "isp_toe", "isp_luma_sigma", "isp_chroma_sigma", "isp_saturation")
 LOGIT_PARAMS = ("isp_shoulder",)
 
 # Initial values: an sRGB-like curve (γ 2.2, a short toe), a mild shoulder, an identity colour matrix
 # and the smoothing of a typical in-camera JPEG (chroma smoothed over a few pixels, luma barely).
-INIT = dict(isp_gamma=2.2, isp_toe=0.01, isp_shoulder=0.3, isp_luma_sigma=0.5, isp_chroma_sigma=1.5)
+INIT = dict(isp_gamma=2.2, isp_toe=0.01, isp_shoulder=0.3, isp_luma_sigma=0.5, isp_chroma_sigma=1.5,
+            isp_saturation=1.0)
 
 SMOOTH_RADIUS = 6  # taps each side of the separable Gaussian: 3σ of the widest chroma smoothing seen (σ≈2)
 
@@ -198,14 +202,15 @@ def gaussian_taps(sigma, radius: int = SMOOTH_RADIUS):
     return w / jnp.sum(w)
 
 
-def smooth_luma_chroma(x, luma_sigma, chroma_sigma):
+def smooth_luma_chroma(x, luma_sigma, chroma_sigma, saturation=1.0):
     """Separable Gaussian smoothing of the luma (σ ``luma_sigma``) and the chroma (σ ``chroma_sigma``) of
-    ``x`` ``[..., H, W, 3]``, in BT.601 YCbCr; returns RGB."""
+    ``x`` ``[..., H, W, 3]`` in BT.601 YCbCr, the chroma then multiplied by ``saturation``; returns RGB."""
     ycc = x @ jnp.asarray(_YCBCR.T, x.dtype)
     taps = jnp.stack([gaussian_taps(luma_sigma), gaussian_taps(chroma_sigma), gaussian_taps(chroma_sigma)], -1)
     ycc = _depthwise(ycc, taps[:, None, :])
     ycc = _depthwise(ycc, taps[None, :, :])
-    return ycc @ jnp.asarray(_YCBCR_INV.T, x.dtype)
+    scale = jnp.stack([jnp.ones_like(jnp.asarray(saturation, x.dtype)), *[jnp.asarray(saturation, x.dtype)] * 2])
+    return (ycc * scale) @ jnp.asarray(_YCBCR_INV.T, x.dtype)
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -253,5 +258,6 @@ def isp_noise(key, clean, values, shot, read, smooth: bool = True):
     curve = (values["isp_gamma"], values["isp_toe"], values["isp_shoulder"])
     noise = tone(linear + demosaic(raw_noise) @ matrix, *curve) - tone(linear, *curve)
     if smooth:
-        noise = smooth_luma_chroma(noise, values["isp_luma_sigma"], values["isp_chroma_sigma"])
+        noise = smooth_luma_chroma(noise, values["isp_luma_sigma"], values["isp_chroma_sigma"],
+                                   values["isp_saturation"])
     return noise

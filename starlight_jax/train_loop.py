@@ -5,6 +5,7 @@
     <workdir>/config.json        TrainConfig + RunConfig (what `--resume` and `load_run` read)
     <workdir>/latest/<step>/     the last `keep` checkpoints: train state + loader position
     <workdir>/best/<step>/       the checkpoint with the lowest mean test KLD (image domain)
+    <workdir>/init/0/            the initial state (after the data init), for measuring what training did
     <workdir>/metrics.jsonl      one JSON line per log / eval
     <workdir>/tb/                TensorBoard event files
 
@@ -173,7 +174,9 @@ def train_and_evaluate(cfg: training.TrainConfig, run: RunConfig, *, resume: boo
     if cfg.init_from_data:
         init_values = _data_init(cfg, dataset, global_batch)
         shown = {k: v for k, v in init_values.items() if k not in MAP_PARAMS}
-        log(f"initial shot/read from a Poisson-Gaussian fit of the training pairs: {shown}"
+        how = ("the camera pipeline's method-of-moments fit" if cfg.generator.noise.isp
+               else "a Poisson-Gaussian fit")
+        log(f"initial physical values from {how} of the training pairs: {shown}"
             + ("; corr kernel from the residuals' power spectrum" if "corr_kernel" in init_values else "")
             + ("; tone curves from the residuals' level and mean per intensity" if "tone_gain" in init_values
                else ""))
@@ -188,6 +191,10 @@ def train_and_evaluate(cfg: training.TrainConfig, run: RunConfig, *, resume: boo
     elif latest.latest_step() is not None:
         raise FileExistsError(f"{workdir} already holds checkpoints; pass --resume to continue that run or "
                               f"choose another --save_path/--run_name")
+    else:  # the untrained model, so that what training changed can be measured (`--which init`)
+        with ocp.CheckpointManager(workdir / "init", options=ocp.CheckpointManagerOptions(
+                enable_async_checkpointing=False), item_names=("state", "loader")) as init_manager:
+            _save(init_manager, 0, state, {"epoch": 0, "index": 0})
     _save_config(workdir, cfg, run)
     loader = make_loader(dataset, "train", pipe, start=loader_start)
     total = run.steps if run.steps is not None else run.epochs * loader.batches_per_epoch

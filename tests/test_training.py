@@ -444,6 +444,17 @@ def test_time_budget_stops_with_a_checkpoint_that_resumes_exactly(monkeypatch, t
     _tree_equal(got, want)
 
 
+def test_the_initial_model_is_kept(straight_run, initial_state):
+    """``init/`` holds step 0 (what the data init gave), so what training changed can be measured."""
+    from starlight_jax.checkpoint import load_noise_model
+
+    init, _, info = load_noise_model(straight_run, "init")
+    assert info["step"] == 0
+    _tree_equal(init.params, initial_state.g_params)
+    trained, _, _ = load_noise_model(straight_run, "latest")
+    assert not np.array_equal(trained.params["noise"]["read"], init.params["noise"]["read"])
+
+
 def test_existing_checkpoints_without_resume_raise(straight_run):
     with pytest.raises(FileExistsError, match="already holds checkpoints"):
         _run(straight_run, 2 * K)
