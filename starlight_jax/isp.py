@@ -171,28 +171,43 @@ def cfa_mask(height: int, width: int, dtype=jnp.float32):
     return jnp.asarray(np.eye(3, dtype=np.float32)[colour], dtype)
 
 
-def _depthwise(x, kernels):
-    """'Same' depthwise correlation of ``x`` ``[..., H, W, C]`` with ``kernels`` ``[kh, kw, C]`` on a
-    reflected border (reflection keeps the CFA's parity: pixel −1 mirrors pixel 1).
+def _reflect(i, n: int):
+    """Index ``i`` reflected into [0, n) about the border pixels (…, 2, 1, 0, 1, 2, …): keeps the CFA parity."""
+    period = 2 * (n - 1)
+    i = np.abs(i) % period
+    return np.where(i >= n, period - i, i)
 
-    Written as a sum of shifted slices: XLA fuses it into one elementwise loop, several times faster on a
-    CPU than its depthwise convolution for these small kernels."""
-    kh, kw, _ = kernels.shape
+
+def _correlate_const(x, kernel: np.ndarray):
+    """'Same' correlation of every channel of ``x`` ``[..., H, W, C]`` with a constant ``kernel``
+    ``[kh, kw, C]`` on a reflected border: a sum of shifted slices, zero taps skipped (XLA fuses it into one
+    loop)."""
+    kh, kw, _ = kernel.shape
     h, w = x.shape[-3], x.shape[-2]
     pad = [(0, 0)] * (x.ndim - 3) + [(kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)]
     padded = jnp.pad(x, pad, mode="reflect")
-    kernels = kernels.astype(x.dtype)
     out = 0.0
     for i in range(kh):
         for j in range(kw):
-            out = out + kernels[i, j] * padded[..., i:i + h, j:j + w, :]
+            if np.any(kernel[i, j]):
+                out = out + jnp.asarray(kernel[i, j], x.dtype) * padded[..., i:i + h, j:j + w, :]
     return out
+
+
+def _blur_matrix(taps, n: int):
+    """The ``[n, n]`` matrix of a 'same' correlation with ``taps`` ``[2R + 1]`` on a reflected border:
+    ``(x @ M)[i] = Σ_t taps[t] · x[reflect(i + t − R)]``. A blur as one matmul compiles in a fraction of the
+    time of its unrolled taps and runs as fast on a CPU; its gradient in the taps is a scatter."""
+    radius = (taps.shape[0] - 1) // 2
+    out_idx = np.repeat(np.arange(n), taps.shape[0])
+    tap_idx = np.tile(np.arange(taps.shape[0]), n)
+    src_idx = _reflect(out_idx + tap_idx - radius, n)
+    return jnp.zeros((n, n), taps.dtype).at[src_idx, out_idx].add(taps[tap_idx])
 
 
 def demosaic(mosaic3):
     """Bilinear demosaicking of a zero-filled mosaic ``[..., H, W, 3]`` (each plane holds its CFA sites)."""
-    kernels = jnp.asarray(np.stack([_K_RED_BLUE, _K_GREEN, _K_RED_BLUE], axis=-1))
-    return _depthwise(mosaic3, kernels)
+    return _correlate_const(mosaic3, np.stack([_K_RED_BLUE, _K_GREEN, _K_RED_BLUE], axis=-1))
 
 
 def gaussian_taps(sigma, radius: int = SMOOTH_RADIUS):
@@ -204,13 +219,17 @@ def gaussian_taps(sigma, radius: int = SMOOTH_RADIUS):
 
 def smooth_luma_chroma(x, luma_sigma, chroma_sigma, saturation=1.0):
     """Separable Gaussian smoothing of the luma (σ ``luma_sigma``) and the chroma (σ ``chroma_sigma``) of
-    ``x`` ``[..., H, W, 3]`` in BT.601 YCbCr, the chroma then multiplied by ``saturation``; returns RGB."""
+    ``x`` ``[..., H, W, 3]`` in BT.601 YCbCr (reflected border), the chroma then multiplied by
+    ``saturation``; returns RGB."""
+    h, w = x.shape[-3], x.shape[-2]
     ycc = x @ jnp.asarray(_YCBCR.T, x.dtype)
-    taps = jnp.stack([gaussian_taps(luma_sigma), gaussian_taps(chroma_sigma), gaussian_taps(chroma_sigma)], -1)
-    ycc = _depthwise(ycc, taps[:, None, :])
-    ycc = _depthwise(ycc, taps[None, :, :])
-    scale = jnp.stack([jnp.ones_like(jnp.asarray(saturation, x.dtype)), *[jnp.asarray(saturation, x.dtype)] * 2])
-    return (ycc * scale) @ jnp.asarray(_YCBCR_INV.T, x.dtype)
+    planes = []
+    for c, sigma in enumerate((luma_sigma, chroma_sigma, chroma_sigma)):
+        taps = gaussian_taps(sigma).astype(x.dtype)
+        plane = ycc[..., c] @ _blur_matrix(taps, w)  # along W
+        plane = jnp.swapaxes(jnp.swapaxes(plane, -1, -2) @ _blur_matrix(taps, h), -1, -2)  # along H
+        planes.append(plane * (1.0 if c == 0 else jnp.asarray(saturation, x.dtype)))
+    return jnp.stack(planes, axis=-1) @ jnp.asarray(_YCBCR_INV.T, x.dtype)
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -244,19 +263,21 @@ def isp_noise(key, clean, values, shot, read, smooth: bool = True):
     """
     height, width = clean.shape[-3], clean.shape[-2]
     mask = cfa_mask(height, width, clean.dtype)
-    mosaic = raw_estimate(clean, values) * mask
+    # Barriers keep XLA from fusing each stage into all of its shifted readers (the demosaic reads every
+    # value five times): recomputing the inverse tone curve there multiplied the compile time by three.
+    mosaic = jax.lax.optimization_barrier(raw_estimate(clean, values) * mask)
     variance = jnp.zeros((), clean.dtype)
     if shot is not None:
         variance = variance + jnp.asarray(shot, clean.dtype) * jnp.maximum(mosaic, 0.0)
     if read is not None:
         variance = variance + jnp.asarray(read, clean.dtype)
     eps = jax.random.normal(key, (*clean.shape[:-1], 1), clean.dtype)
-    raw_noise = jnp.sqrt(jnp.maximum(variance, 1e-12)) * eps * mask
+    raw_noise = jax.lax.optimization_barrier(jnp.sqrt(jnp.maximum(variance, 1e-12)) * eps * mask)
     # D and M are linear: develop(mosaic + n) - develop(mosaic) needs one demosaic of each, no more.
     matrix = values["isp_matrix"].T.astype(clean.dtype)
-    linear = demosaic(mosaic) @ matrix
+    linear, noise_linear = jax.lax.optimization_barrier((demosaic(mosaic) @ matrix, demosaic(raw_noise) @ matrix))
     curve = (values["isp_gamma"], values["isp_toe"], values["isp_shoulder"])
-    noise = tone(linear + demosaic(raw_noise) @ matrix, *curve) - tone(linear, *curve)
+    noise = tone(linear + noise_linear, *curve) - tone(linear, *curve)
     if smooth:
         noise = smooth_luma_chroma(noise, values["isp_luma_sigma"], values["isp_chroma_sigma"],
                                    values["isp_saturation"])

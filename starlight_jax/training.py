@@ -230,7 +230,7 @@ def tone_init(noise_cfg, init_values: dict, noisy, clean, *, min_weight: float =
     once on ``clean``. Per channel, the data's squared residual, its residual and the model's squared noise
     are each fitted by least squares as piecewise-linear functions of the clean value on the curves' knots
     (the interpolation `noise.tone_curve` uses, with a second-difference penalty); the gain is
-    ``sqrt((E[r²] − E[r]²) / E[n²])`` and the offset ``E[r]`` at each knot. Knots with less than
+    ``sqrt(Var[r] / Var[n])`` and the offset ``E[r] − gain · E[n]`` at each knot. Knots with less than
     ``min_weight`` pixels take the nearest well-measured knots' values.
 
     Returns:
@@ -253,11 +253,15 @@ def tone_init(noise_cfg, init_values: dict, noisy, clean, *, min_weight: float =
         if not ok.any():
             continue
         r, n = residual[..., c].ravel(), model[..., c].ravel()
-        mean, second, model_var = fit(r), fit(r * r), np.maximum(fit(n * n), 1e-12)
+        mean, second = fit(r), fit(r * r)
+        # The model's own mean: zero for the additive components, not for `isp` (a concave tone curve
+        # lowers the mean of T(l + n) - T(l)); the offset adds what the gained model lacks.
+        model_mean = fit(n)
+        model_var = np.maximum(fit(n * n) - model_mean ** 2, 1e-12)
         g = np.sqrt(np.clip((second - mean ** 2) / model_var, 1e-4, None))
         k = np.flatnonzero(ok)
         gain[:, c] = np.interp(np.arange(knots), k, g[ok])
-        offset[:, c] = np.interp(np.arange(knots), k, mean[ok])
+        offset[:, c] = np.interp(np.arange(knots), k, (mean - g * model_mean)[ok])
     return {"tone_gain": gain.astype(np.float32), "tone_offset": offset.astype(np.float32)}
 
 

@@ -125,7 +125,7 @@ def test_isp_component_in_the_generator():
     assert cfg.components == ("isp",)
     params = noise.init_params(cfg)
     assert params["shot"].shape == (3,) and params["isp_matrix"].shape == (3, 3)
-    clean = jax.random.uniform(jax.random.key(0), (2, 32, 32, 3))
+    clean = jax.random.uniform(jax.random.key(0), (2, 16, 16, 3))
     out = sj.synthesize(jax.random.key(1), clean, params, noiselist=cfg)
     assert out.shape == clean.shape and bool(jnp.all(jnp.isfinite(out)))
     again = jax.jit(sj.synthesize, static_argnames="noiselist")(jax.random.key(1), clean, params, noiselist=cfg)
@@ -169,6 +169,26 @@ def test_fit_recovers_a_known_pipeline():
     base = np.stack([xx, 0.5 * (xx + yy), yy], -1).astype(np.float32)
     clean = jnp.asarray(np.stack([np.roll(base, 8 * i, axis=1) for i in range(16)]))
     noisy = noise.add_noise(jax.random.key(5), params, clean, cfg)
-    fit = isp_fit.fit_isp(cfg, noisy, clean, steps=150, batch=4, lr=0.05, seed=1)
+    fit = isp_fit.fit_isp(cfg, noisy, clean, steps=150, batch=4, lr=0.05, seed=1, tile=32)
     assert fit.loss < 0.25 * fit.initial_loss
     np.testing.assert_allclose(fit.values["isp_chroma_sigma"], 2.0, rtol=0.25)
+
+
+def test_tone_init_accounts_for_the_pipelines_own_mean():
+    """A concave tone curve gives T(l + n) − T(l) a negative mean; data made by that very pipeline need no
+    tone offset, so the init's offset must be ~0, not the data's (negative) mean."""
+    from starlight_jax.training import tone_init
+
+    cfg = sj.parse_noiselist("shot_read_isp_tone", channels=3)
+    plain = sj.parse_noiselist("shot_read_isp", channels=3)
+    values = {"shot": 2e-2, "read": 1e-4, "isp_gamma": 2.4}
+    params = {**noise.init_params(plain), **{k: noise.stored_value(k, v, plain) for k, v in values.items()}}
+    clean = jax.random.uniform(jax.random.key(0), (32, 64, 64, 3), minval=0.05, maxval=0.95)
+    noisy = noise.add_noise(jax.random.key(1), params, clean, plain)
+    data_mean = float(jnp.mean(noisy - clean))
+    assert data_mean < -1e-3  # the pipeline's own bias, many standard errors from 0
+    out = tone_init(cfg, values, np.asarray(noisy), np.asarray(clean))
+    # Per knot: the offset's error is about the residual's std / sqrt(pixels per knot).
+    se = float(jnp.std(noisy - clean)) / np.sqrt(clean.size / 3 / 16)
+    assert np.abs(out["tone_offset"][1:-1]).max() < 6 * se < abs(data_mean)
+    np.testing.assert_allclose(out["tone_gain"][1:-1], 1.0, atol=0.1)
