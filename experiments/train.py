@@ -60,6 +60,9 @@ def parse_args(argv=None):
     g.add_argument("--level_weight", type=float, default=None,
                    help="weight of the term holding the generated residual power per channel to the real batch's "
                         "(default 10 under --compat physics, 0 under starlight: the original has none)")
+    g.add_argument("--structure_weight", type=float, default=0.0,
+                   help="weight of the term holding the generated residual's lagged cross-channel correlations "
+                        "to the real batch's (default 0; the sRGB recipe uses 1 with the isp component)")
     g.add_argument("--quantize", default="auto",
                    help="round the generator's output to the data's quantisation step: 'auto' (default: the "
                         "dataset's step, e.g. 1/255 for 8-bit files, under --compat physics), 'none', or a step "
@@ -199,7 +202,8 @@ def main(argv=None):
         cfg = training.TrainConfig(
             noiselist=args.noiselist, compat=args.compat, network=network, unet_opts=args.unet_opts,
             unet_widths=args.unet_widths, unet_skip=args.unet_skip, sigmoid=args.sigmoid, critic_width=critic_width,
-            per_channel=args.per_channel, quantize=quantize, level_weight=level_weight, **mode, lr=args.lr,
+            per_channel=args.per_channel, quantize=quantize, level_weight=level_weight,
+            structure_weight=args.structure_weight, **mode, lr=args.lr,
             n_critic=n_critic, physics_optimizer=args.physics_optimizer, decay_steps=decay_steps,
             lambda_gp=args.lambda_gp, batch_size=args.batch_size, frames=frames, crop_size=crop,
             channels=args.channels or dataset.channels, seed=args.seed)

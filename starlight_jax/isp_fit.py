@@ -53,13 +53,22 @@ def moments(residual, bins, n_bins: int = N_BINS):
     count = total(jnp.ones_like(r))
     mean = total(r) / jnp.maximum(count, 1)
     var = total(r * r) / jnp.maximum(count, 1) - mean ** 2
-    std = jnp.sqrt(jnp.mean(r * r, axis=(0, 1, 2)))
+    return var, count, lagged_correlations(r)
+
+
+def lagged_correlations(residual, axis_name=None):
+    """``[len(LAGS), C, C]``: the correlation of channel i at (y, x) with channel j at (y + dy, x + dx), for
+    the (dy, dx) of `LAGS`, over ``residual`` ``[N, H, W, C]`` (zero-mean; under ``pmap``/``shard_map``
+    with ``axis_name``, over the global batch)."""
+    mean = (lambda x: x) if axis_name is None else (lambda x: jax.lax.pmean(x, axis_name))  # noqa: E731
+    r = residual
+    std = jnp.sqrt(mean(jnp.mean(r * r, axis=(0, 1, 2))))
     corr = []
     for dy, dx in LAGS:
         a, b = _shift(r, dy, dx)
-        cov = jnp.einsum("nhwi,nhwj->ij", a, b) / (a.shape[0] * a.shape[1] * a.shape[2])
-        corr.append(cov / (std[:, None] * std[None, :]))
-    return var, count, jnp.stack(corr)
+        cov = mean(jnp.einsum("nhwi,nhwj->ij", a, b) / (a.shape[0] * a.shape[1] * a.shape[2]))
+        corr.append(cov / (std[:, None] * std[None, :] + 1e-12))
+    return jnp.stack(corr)
 
 
 def intensity_bins(clean, n_bins: int = N_BINS) -> np.ndarray:
