@@ -73,3 +73,13 @@ def test_a_non_editable_install_uses_the_shipped_trained_default(tmp_path):
     np.testing.assert_array_equal(default, with_asset)
     # Not the noiselist's initial values: those give other noise for the same key.
     assert np.abs(default - np.asarray(out["untrained"])).max() > 1e-4
+
+
+def test_the_old_default_path_names_the_new_one(tmp_path, monkeypatch):
+    # `--checkpoint checkpoints/default` of older docs and scripts: refused with the package-data path.
+    from starlight_jax import checkpoint, generator
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match=f"pass --checkpoint {generator.ASSETS / 'default'}"):
+        checkpoint.resolve_run("checkpoints/default")
+    assert checkpoint.resolve_run(generator.DEFAULT_MODEL_DIRS[4]) == generator.DEFAULT_MODEL_DIRS[4]
