@@ -1,7 +1,7 @@
 """Does a learned noise model train a better denoiser? The downstream benchmark of issue #8.
 
     python experiments/denoise_benchmark.py          # newest noise run under checkpoints/, its dataset
-                                                     # (none yet: the shipped default model, checkpoints/default)
+                                                     # (none yet: the shipped starlight_jax/assets/default)
     python experiments/denoise_benchmark.py --noise_checkpoint checkpoints/<run> --steps 1000 --crop 128
     python experiments/denoise_benchmark.py --noise_checkpoint none --methods gaussian,poisson_gaussian,real \\
         --dataset pairs --data_dir ../shared/data/srgb_pairs/polyu --test_data_dir ../shared/data/srgb_pairs/nam

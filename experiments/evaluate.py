@@ -1,7 +1,7 @@
 """Score a trained noise model on the test split against Gaussian, Poisson-Gaussian and binned-Gaussian baselines.
 
     python experiments/evaluate.py                       # the newest run under checkpoints/, latest step
-                                                         # (none yet: the shipped default, checkpoints/default)
+                                                         # (none yet: the shipped starlight_jax/assets/default)
     python experiments/evaluate.py --checkpoint checkpoints/<run> --which best --json eval.json
     python experiments/evaluate.py --max_bursts 2 --samples 2   # quicker
 

@@ -1,8 +1,8 @@
 """Export a trained generator as the slim files `starlight_jax.synthesize` loads (no critic, no optimiser).
 
-    python experiments/export.py --checkpoint checkpoints/<run> --out checkpoints/default --drop_fixed
+    python experiments/export.py --checkpoint checkpoints/<run> --out starlight_jax/assets/default --drop_fixed
 
-``--out checkpoints/default`` replaces the model `synthesize(key, clean)` uses when given no params.
+``--out starlight_jax/assets/default`` replaces the model `synthesize(key, clean)` uses when given no params.
 ``--drop_fixed`` removes the ``fixed1``/``learnedfixed`` maps (they belong to one sensor and frame size) and
 the rounding to the training data's quantisation step (one ADC or file format), so that the model applies
 to images of any size and bit depth; only for ``noUnet`` generators. The command, run and step

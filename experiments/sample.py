@@ -1,7 +1,7 @@
 """Look at a trained noise model: figures against real data, or its noise on your own image.
 
     python experiments/sample.py                          # newest run under checkpoints/, figures in <run>/samples/
-                                                          # (none yet: the shipped default, checkpoints/default)
+                                                          # (none yet: the shipped starlight_jax/assets/default)
     python experiments/sample.py --checkpoint checkpoints/<run> --which best --out figs/
     python experiments/sample.py --input photo.png        # writes <out>/photo_noisy.png
     python experiments/sample.py --input photo.png --pack_rggb   # RGB photo into a packed-RGGB raw model

@@ -1,21 +1,30 @@
-"""Loading trained generators from run folders, as the original's `load_from_checkpoint_ab` did.
+"""A run folder, written and read in one place: its ``config.json``, its Orbax checkpoints, its generator.
 
-A run folder (written by `starlight_jax.train_loop`) holds ``config.json``, ``latest/<step>/`` and
-``best/<step>/``. `load_noise_model(run_dir, which)` returns the `NoiseModel` (generator config + params)
-of the checkpoint picked by ``which``: ``"latest"`` (default), ``"best"`` (lowest mean test KLD) or a step
-number.
+A run folder (trained by `starlight_jax.train_loop`) holds ``config.json`` (`save_config` /
+`load_config`: the `TrainConfig` and `RunConfig`), ``latest/<step>/``, ``best/<step>/`` and ``init/0/``
+(`checkpoint_managers`, `save_checkpoint`, `restore_state`: the train state and the loader's position).
+`load_noise_model(run_dir, which)` returns the `NoiseModel` (generator config + params) of the checkpoint picked by ``which``, as the
+original's `load_from_checkpoint_ab` did: ``"latest"`` (default), ``"best"`` (lowest mean test KLD),
+``"init"`` or a step number; or that of a folder `experiments/export.py` wrote.
+
+The slim generator files (`save_generator`, `load_generator`, `without_sensor_maps`) are defined in
+`starlight_jax.generator`, which reads the shipped defaults with them, and re-exported here.
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import pathlib
-from typing import Union
+from typing import Optional, Union
 
 import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
-from starlight_jax import files
-from starlight_jax.generator import NoiseModel, init_generator
+from starlight_jax import files, training
+from starlight_jax.generator import (ASSETS, DEFAULT_MODEL_DIR, DEFAULT_MODEL_DIRS, NoiseModel, init_generator,
+                                     load_generator, save_generator, without_sensor_maps)
+from starlight_jax.run_config import RunConfig
 
 Which = Union[str, int]
 
@@ -37,6 +46,10 @@ def resolve_run(path, root="checkpoints") -> pathlib.Path:
                                     f"python experiments/train.py, or pass --checkpoint")
         return runs[0]
     path = pathlib.Path(path)
+    if not path.exists() and path.parent.name == "checkpoints" and path.name in ("default", "srgb"):
+        moved = ASSETS / path.name
+        raise FileNotFoundError(f"{path} does not exist: the shipped default models are package data now, "
+                                f"pass --checkpoint {moved}")
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"{path} is not a run folder (no config.json); expected the folder that "
                                 f"experiments/train.py printed, e.g. checkpoints/<run name>")
@@ -47,16 +60,70 @@ def run_or_default(path, root="checkpoints"):
     """For the CLIs: ``(path, None)``; or, when ``path`` is None and no run lies under ``root``, the shipped
     default model's folder and a note to print first, so that a fresh checkout's commands work.
 
-    The default folder (``checkpoints/default``) holds the run's ``config.json``, which names the dataset it
-    was trained on (the embedded synthetic data), so it stands in for a run folder.
+    The default folder (``starlight_jax/assets/default``) holds the run's ``config.json``, which names the
+    dataset it was trained on (the embedded synthetic data), so it stands in for a run folder.
     """
-    from starlight_jax.generator import DEFAULT_MODEL_DIR
-
     if path is not None or find_runs(root) or not (DEFAULT_MODEL_DIR / "config.json").is_file():
         return path, None
     return DEFAULT_MODEL_DIR, (f"no trained run under {pathlib.Path(root).resolve()}: using the shipped "
                                f"default model {DEFAULT_MODEL_DIR} (train one with experiments/train.py, or "
                                f"pass --checkpoint)")
+
+
+# ------------------------------------------------------------------------------------------------------
+# config.json and the train-state checkpoints, as the training loop writes and resumes them
+# ------------------------------------------------------------------------------------------------------
+def save_config(workdir: pathlib.Path, cfg: training.TrainConfig, run: RunConfig):
+    """Writes ``config.json`` of a run folder: ``{"train": cfg, "run": run}``."""
+    workdir = pathlib.Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    data = {"train": dataclasses.asdict(cfg), "run": dataclasses.asdict(run)}
+    (workdir / "config.json").write_text(json.dumps(data, indent=2, default=list))
+
+
+def load_config(workdir) -> tuple[training.TrainConfig, RunConfig]:
+    """Reads ``config.json`` of a run folder."""
+    path = pathlib.Path(workdir) / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: {workdir} is not a starlight-jax run folder")
+    data = json.loads(path.read_text())
+    train = data["train"]
+    if train.get("unet_widths") is not None:
+        train["unet_widths"] = tuple(train["unet_widths"])
+    run = data["run"]
+    run["dataset_options"] = tuple(tuple(x) for x in run.get("dataset_options", ()))
+    return training.TrainConfig(**train), RunConfig(**run)
+
+
+def checkpoint_managers(workdir: pathlib.Path, keep: int):
+    """The Orbax managers of ``<workdir>/latest`` (the last ``keep``) and ``<workdir>/best`` (lowest
+    ``test_kld_mean``), synchronous: no thread is left writing when the process exits."""
+    opts = dict(enable_async_checkpointing=False)
+    latest = ocp.CheckpointManager(workdir / "latest", options=ocp.CheckpointManagerOptions(
+        max_to_keep=keep, **opts), item_names=("state", "loader"))
+    best = ocp.CheckpointManager(workdir / "best", options=ocp.CheckpointManagerOptions(
+        max_to_keep=1, best_fn=lambda m: m["test_kld_mean"], best_mode="min", **opts), item_names=("state", "loader"))
+    return latest, best
+
+
+def save_checkpoint(manager, step: int, state, loader_state: dict, metrics=None):
+    """Saves the train state and the loader's position at ``step`` (``metrics`` rank it in ``best/``)."""
+    args = ocp.args.Composite(state=ocp.args.StandardSave(jax.device_get(state)),
+                              loader=ocp.args.JsonSave(loader_state))
+    manager.save(step, args=args, metrics=metrics, force=True)
+    manager.wait_until_finished()
+
+
+def restore_state(workdir, template: training.TrainState, which: str = "latest", step: Optional[int] = None):
+    """Restores ``(state, loader_state, step)`` from ``<workdir>/<which>``; ``which`` is latest or best."""
+    manager = ocp.CheckpointManager(pathlib.Path(workdir).resolve() / which, item_names=("state", "loader"))
+    step = manager.latest_step() if step is None else step
+    if step is None:
+        raise FileNotFoundError(f"no checkpoint in {pathlib.Path(workdir) / which}")
+    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, jax.device_get(template))
+    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
+                                                             loader=ocp.args.JsonRestore()))
+    return restored.state, restored.loader, step
 
 
 def _pick_step(manager: ocp.CheckpointManager, which: Which, folder: pathlib.Path) -> int:
@@ -111,14 +178,11 @@ def load_noise_model(run_dir=None, which: Which = "latest", *, root="checkpoints
 
 
 def load_run_config(run_dir):
-    """`train_loop.load_config` of ``run_dir``, with a `ValueError` naming its ``config.json`` for invalid
-    JSON, a missing section, unknown keys (all listed) or values the configs refuse."""
-    from starlight_jax.train_loop import RunConfig, load_config
-    from starlight_jax.training import TrainConfig
-
+    """`load_config` of ``run_dir``, with a `ValueError` naming its ``config.json`` for invalid JSON, a
+    missing section, unknown keys (all listed) or values the configs refuse."""
     path = pathlib.Path(run_dir) / "config.json"
     data = files.read_json(path)
-    for key, cls in (("train", TrainConfig), ("run", RunConfig)):
+    for key, cls in (("train", training.TrainConfig), ("run", RunConfig)):
         if key not in data:
             raise ValueError(f"{path} has no {key!r} section (keys: {sorted(data)}); expected the config.json "
                              f"that experiments/train.py writes")
@@ -143,90 +207,6 @@ def _check_same_tree(expected, got, run_dir, step):
                          f"or U-Net options?): missing {missing}, unexpected {unexpected}, shape mismatch {shapes}")
 
 
-# ------------------------------------------------------------------------------------------------------
-# Slim generator files: what `synthesize` ships with (no critic, no optimiser state)
-# ------------------------------------------------------------------------------------------------------
-def save_generator(model: NoiseModel, folder, info: dict | None = None) -> pathlib.Path:
-    """Writes ``generator.npz`` (params, flattened by key path) and ``generator.json`` (config + ``info``)."""
-    import dataclasses
-    import json
-
-    import numpy as np
-
-    folder = pathlib.Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    flat = {jax.tree_util.keystr(p): np.asarray(x) for p, x in jax.tree_util.tree_flatten_with_path(model.params)[0]}
-    np.savez_compressed(folder / "generator.npz", **flat)
-    config = dataclasses.asdict(model.config)
-    (folder / "generator.json").write_text(json.dumps({"config": config, "info": info or {}}, indent=2,
-                                                      default=list))
-    return folder
-
-
-def without_sensor_maps(model: NoiseModel) -> NoiseModel:
-    """The same model without its ``fixed1``/``learnedfixed`` maps and its output rounding, for use on
-    images of any size and bit depth.
-
-    A fixed-pattern map belongs to one sensor and one frame size, the quantisation step
-    (`GeneratorConfig.quantize`) to one ADC or file format; the random components (shot, read, row, …) are
-    what transfers to other images. Only valid for noise-only generators (``noUnet``): a U-Net trained with
-    the map in its input would see a different input without it.
-    """
-    import dataclasses
-
-    if model.config.network != "noUnet" and (model.config.noise.fixed or model.config.noise.learned_fixed):
-        raise ValueError(f"cannot drop the fixed-pattern maps of a {model.config.network} generator: its U-Net "
-                         f"was trained on noise that contained them")
-    noise_cfg = dataclasses.replace(model.config.noise, fixed=False, learned_fixed=False)
-    noise = {k: v for k, v in model.params["noise"].items() if k not in ("fixed_pattern", "learned_fixed")}
-    return NoiseModel(params={**model.params, "noise": noise},
-                      config=dataclasses.replace(model.config, noise=noise_cfg, quantize=None))
-
-
-def load_generator(folder) -> NoiseModel:
-    """Reads a folder written by `save_generator`.
-
-    Raises:
-      FileNotFoundError: a file missing; ValueError (naming the file and the key): invalid or truncated
-        JSON or ``.npz``, unknown or refused config keys, or arrays whose names or shapes do not match the
-        config (e.g. ``per_channel`` scalars where the config says shared ones).
-    """
-    from starlight_jax.generator import GeneratorConfig
-    from starlight_jax.noiselist import NoiseConfig
-
-    folder = pathlib.Path(folder)
-    json_file, npz_file = folder / "generator.json", folder / "generator.npz"
-    if not json_file.is_file() or not npz_file.is_file():
-        raise FileNotFoundError(f"{folder} holds no generator.json + generator.npz (see save_generator)")
-    doc = files.read_json(json_file)
-    if not isinstance(doc.get("config"), dict):
-        raise ValueError(f"{json_file} has no 'config' object (keys: {sorted(doc)}); expected the file that "
-                         f"experiments/export.py writes")
-    config = dict(doc["config"])
-    files.check_fields(GeneratorConfig, config, f"{json_file} key 'config'")
-    if "noise" not in config:
-        raise ValueError(f"{json_file} key 'config' has no 'noise' entry")
-    noise = files.dataclass_from_dict(NoiseConfig, config.pop("noise"), f"{json_file} key 'config.noise'")
-    if config.get("unet_widths") is not None:
-        config["unet_widths"] = tuple(config["unet_widths"])
-    gen_cfg = files.dataclass_from_dict(GeneratorConfig, {**config, "noise": noise}, f"{json_file} key 'config'")
-    template = jax.eval_shape(lambda: init_generator(jax.random.key(0), gen_cfg).params)
-    stored = files.read_npz(npz_file)
-    paths, treedef = jax.tree_util.tree_flatten_with_path(template)
-    names = [jax.tree_util.keystr(p) for p, _ in paths]
-    missing, unexpected = sorted(set(names) - set(stored)), sorted(set(stored) - set(names))
-    if missing or unexpected:
-        raise ValueError(f"{npz_file} does not match {json_file}: missing {missing}, unexpected {unexpected}")
-    for name, (_, ref) in zip(names, paths):
-        want, got = tuple(ref.shape), stored[name].shape
-        if name.endswith(("['fixed_pattern']", "['learned_fixed']")):  # any frame size; rank and channels fixed
-            ok = len(got) == 3 and got[-1] == gen_cfg.channels
-            want = f"[Hf, Wf, {gen_cfg.channels}]"
-        else:
-            ok = got == want
-        if not ok:
-            raise ValueError(f"{npz_file} does not match {json_file}: {name} has shape {got}, expected {want} "
-                             f"(noiselist {noise.noiselist!r}, channels {noise.channels}, "
-                             f"per_channel {noise.per_channel})")
-    params = jax.tree_util.tree_unflatten(treedef, [jnp.asarray(stored[n]) for n in names])
-    return NoiseModel(params=params, config=gen_cfg)
+__all__ = ["find_runs", "resolve_run", "run_or_default", "load_noise_model", "load_run_config", "save_config",
+           "load_config", "checkpoint_managers", "save_checkpoint", "restore_state", "save_generator",
+           "load_generator", "without_sensor_maps", "RunConfig", "DEFAULT_MODEL_DIRS", "Which"]

@@ -62,6 +62,8 @@ from starlight_jax import metrics as metrics_lib
 from starlight_jax import structure
 from starlight_jax.baselines import (BinnedGaussianBaseline, GaussianBaseline, PoissonGaussianBaseline,
                                      fit_binned_gaussian, fit_gaussian, fit_poisson_gaussian_censored)
+from starlight_jax.data.batches import (fixed_crop as _fixed_crop, is_srgb, largest_crop, load_batches, max_frames,
+                                        residual_arrays, run_dataset)
 from starlight_jax.generator import NoiseModel, generate, quantize
 from starlight_jax.noise import MAP_PARAMS, scales
 
@@ -70,92 +72,6 @@ MODELS = ("model", "gaussian", "poisson_gaussian", "binned_gaussian")
 BINNED_BINS = 16
 LABELS = {"model": "learned model", "gaussian": "Gaussian", "poisson_gaussian": "Poisson-Gaussian",
           "binned_gaussian": f"binned Gaussian ({BINNED_BINS} bins)"}
-
-
-# ----------------------------------------------------------------------------------------------------
-# Data
-# ----------------------------------------------------------------------------------------------------
-def is_srgb(dataset) -> bool:
-    """True for sRGB data (``pairs`` folders and SIDD sRGB); False for raw data."""
-    return dataset.name == "pairs" or (dataset.name == "sidd" and dataset.info.get("variant") == "srgb")
-
-
-def _tuples(x):
-    return tuple(_tuples(v) for v in x) if isinstance(x, (list, tuple)) else x
-
-
-def run_dataset(run_config, dataset: Optional[str] = None, data_dir=None, options: Optional[dict] = None):
-    """Loads the dataset a run was trained on (its ``config.json`` ``run`` section), or another one.
-
-    Args:
-      run_config: the run's `train_loop.RunConfig`.
-      dataset: a dataset name overriding the run's; its options then start empty.
-      data_dir: overrides the run's data folder.
-      options: source options added to (or replacing) the run's, e.g. ``{"frame_size": (128, 128)}``.
-
-    Returns:
-      ``(dataset, name, data_dir, options)``.
-    """
-    from starlight_jax.data import load_dataset
-
-    name = dataset or run_config.dataset
-    opts = {k: _tuples(v) for k, v in run_config.dataset_options} if name == run_config.dataset else {}
-    opts.update(options or {})
-    if data_dir is None and name == run_config.dataset:
-        data_dir = run_config.data_dir
-    return load_dataset(name, data_dir, **opts), name, data_dir, opts
-
-
-def largest_crop(dataset, train_crop: int, cap: int = 512) -> int:
-    """The largest multiple of 64 that fits every frame, at most ``cap`` (``train_crop`` if the frame size is
-    unknown): the default test crop of `evaluate.py` (whole images where they fit) and of the figures.
-
-    The training crop is usually a small corner of each test image (64² of Nam's 512²); scored there, the
-    metrics follow that corner's content more than the noise model."""
-    if dataset.frame_shape is None:
-        return int(train_crop)
-    return int(max(min(min(dataset.frame_shape) // 64 * 64, cap), 64))
-
-
-def max_frames(dataset) -> int:
-    """The most frames every burst of the dataset has (the limit for ``frames``)."""
-    sources = [src for src in (dataset.train, dataset.test) if len(src)]
-    return min(src.info(i).num_frames for src in sources for i in range(len(src)))
-
-
-def load_batches(dataset, split: str, *, crop_size: int, frames: int, seed: int = 0,
-                 max_bursts: Optional[int] = None) -> list[dict]:
-    """The bursts of ``split`` as the training loop reads them, one per batch (B = 1).
-
-    Test split: sorted order, fixed crop, frames ``[0, T)``. Train split: epoch 0 of the training loader
-    (seeded crops and windows). ``max_bursts`` keeps the first N.
-
-    Returns:
-      A list of ``{"clean", "noisy": float32 [1, T, h, w, C], "offset": int32 [1, 2]}``.
-
-    Raises:
-      ValueError: an empty split, a bad ``max_bursts``, or items smaller than the crop / shorter than T.
-    """
-    from starlight_jax.data import PipelineConfig, make_loader
-
-    if max_bursts is not None and (isinstance(max_bursts, bool) or int(max_bursts) < 1):
-        raise ValueError(f"max_bursts must be a positive int or None, got {max_bursts!r}")
-    if len(dataset.split(split)) == 0:
-        raise ValueError(f"dataset {dataset.name!r} has no {split} bursts")
-    pipe = PipelineConfig(batch_size=1, crop_size=crop_size, frames=frames, seed=seed)
-    with make_loader(dataset, split, pipe) as loader:
-        n = loader.batches_per_epoch if max_bursts is None else min(int(max_bursts), loader.batches_per_epoch)
-        return [loader.batch_at(0, i) for i in range(n)]
-
-
-def _fixed_crop(dataset, batch, use: bool) -> np.ndarray:
-    """The dataset's fixed pattern cropped like ``batch`` ``[B, 1, h, w, C]`` (zeros when unused)."""
-    shape = batch["clean"].shape
-    if not use:
-        return np.zeros((shape[0], 1, *shape[2:]), np.float32)
-    from starlight_jax.data import crop_fixed_pattern
-
-    return crop_fixed_pattern(dataset.fixed_pattern, batch["offset"], shape[2:4])[:, None].astype(np.float32)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -197,16 +113,6 @@ def fit_baselines(dataset, *, crop_size: int, frames: int, seed: int = 0, max_bu
     pg = fit_poisson_gaussian_censored(noisy, clean, clipped=noisy_raw, margin=censoring_margin)
     binned = fit_binned_gaussian(noisy, clean, n_bins=BINNED_BINS)
     return Baselines(fit_gaussian(noisy, clean), pg, binned, use_fp, len(batches))
-
-
-def residual_arrays(dataset, batches, subtract_fixed_pattern: bool):
-    """``(noisy − fixed pattern, clean, noisy)`` of ``batches`` stacked, clean broadcast to the noisy
-    shape; the pattern is subtracted only when asked and the dataset has one."""
-    use = bool(subtract_fixed_pattern and dataset.fixed_pattern is not None)
-    noisy_raw = np.concatenate([b["noisy"] for b in batches])
-    noisy = np.concatenate([b["noisy"] - _fixed_crop(dataset, b, use) for b in batches])
-    clean = np.broadcast_to(np.concatenate([b["clean"] for b in batches]), noisy.shape)
-    return noisy, clean, noisy_raw
 
 
 def baseline_std(baseline, clean):

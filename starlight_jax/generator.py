@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import pathlib
 from typing import Any, Optional
 
@@ -16,8 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from starlight_jax import files, validation
 from starlight_jax import noise as noise_lib
-from starlight_jax import validation
 from starlight_jax.noiselist import DEFAULT_NOISELIST, NoiseConfig, parse_noiselist
 
 NETWORKS = ("Unet", "Unet_cat", "Unet_first", "noUnet")
@@ -150,15 +151,96 @@ def quantize(y, step: float):
     return y + jax.lax.stop_gradient(jnp.round(y / step) * step - y)
 
 
+# ------------------------------------------------------------------------------------------------------
+# Slim generator files: what `synthesize` ships with (no critic, no optimiser state). Here, not in
+# `starlight_jax.checkpoint` (which re-exports them): the trained defaults below are read with them.
+# ------------------------------------------------------------------------------------------------------
+def save_generator(model: NoiseModel, folder, info: dict | None = None) -> pathlib.Path:
+    """Writes ``generator.npz`` (params, flattened by key path) and ``generator.json`` (config + ``info``)."""
+    folder = pathlib.Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    flat = {jax.tree_util.keystr(p): np.asarray(x) for p, x in jax.tree_util.tree_flatten_with_path(model.params)[0]}
+    np.savez_compressed(folder / "generator.npz", **flat)
+    config = dataclasses.asdict(model.config)
+    (folder / "generator.json").write_text(json.dumps({"config": config, "info": info or {}}, indent=2,
+                                                      default=list))
+    return folder
+
+
+def without_sensor_maps(model: NoiseModel) -> NoiseModel:
+    """The same model without its ``fixed1``/``learnedfixed`` maps and its output rounding, for use on
+    images of any size and bit depth.
+
+    A fixed-pattern map belongs to one sensor and one frame size, the quantisation step
+    (`GeneratorConfig.quantize`) to one ADC or file format; the random components (shot, read, row, …) are
+    what transfers to other images. Only valid for noise-only generators (``noUnet``): a U-Net trained with
+    the map in its input would see a different input without it.
+    """
+    if model.config.network != "noUnet" and (model.config.noise.fixed or model.config.noise.learned_fixed):
+        raise ValueError(f"cannot drop the fixed-pattern maps of a {model.config.network} generator: its U-Net "
+                         f"was trained on noise that contained them")
+    noise_cfg = dataclasses.replace(model.config.noise, fixed=False, learned_fixed=False)
+    noise = {k: v for k, v in model.params["noise"].items() if k not in ("fixed_pattern", "learned_fixed")}
+    return NoiseModel(params={**model.params, "noise": noise},
+                      config=dataclasses.replace(model.config, noise=noise_cfg, quantize=None))
+
+
+def load_generator(folder) -> NoiseModel:
+    """Reads a folder written by `save_generator`.
+
+    Raises:
+      FileNotFoundError: a file missing; ValueError (naming the file and the key): invalid or truncated
+        JSON or ``.npz``, unknown or refused config keys, or arrays whose names or shapes do not match the
+        config (e.g. ``per_channel`` scalars where the config says shared ones).
+    """
+    folder = pathlib.Path(folder)
+    json_file, npz_file = folder / "generator.json", folder / "generator.npz"
+    if not json_file.is_file() or not npz_file.is_file():
+        raise FileNotFoundError(f"{folder} holds no generator.json + generator.npz (see save_generator)")
+    doc = files.read_json(json_file)
+    if not isinstance(doc.get("config"), dict):
+        raise ValueError(f"{json_file} has no 'config' object (keys: {sorted(doc)}); expected the file that "
+                         f"experiments/export.py writes")
+    config = dict(doc["config"])
+    files.check_fields(GeneratorConfig, config, f"{json_file} key 'config'")
+    if "noise" not in config:
+        raise ValueError(f"{json_file} key 'config' has no 'noise' entry")
+    noise = files.dataclass_from_dict(NoiseConfig, config.pop("noise"), f"{json_file} key 'config.noise'")
+    if config.get("unet_widths") is not None:
+        config["unet_widths"] = tuple(config["unet_widths"])
+    gen_cfg = files.dataclass_from_dict(GeneratorConfig, {**config, "noise": noise}, f"{json_file} key 'config'")
+    template = jax.eval_shape(lambda: init_generator(jax.random.key(0), gen_cfg).params)
+    stored = files.read_npz(npz_file)
+    paths, treedef = jax.tree_util.tree_flatten_with_path(template)
+    names = [jax.tree_util.keystr(p) for p, _ in paths]
+    missing, unexpected = sorted(set(names) - set(stored)), sorted(set(stored) - set(names))
+    if missing or unexpected:
+        raise ValueError(f"{npz_file} does not match {json_file}: missing {missing}, unexpected {unexpected}")
+    for name, (_, ref) in zip(names, paths):
+        want, got = tuple(ref.shape), stored[name].shape
+        if name.endswith(("['fixed_pattern']", "['learned_fixed']")):  # any frame size; rank and channels fixed
+            ok = len(got) == 3 and got[-1] == gen_cfg.channels
+            want = f"[Hf, Wf, {gen_cfg.channels}]"
+        else:
+            ok = got == want
+        if not ok:
+            raise ValueError(f"{npz_file} does not match {json_file}: {name} has shape {got}, expected {want} "
+                             f"(noiselist {noise.noiselist!r}, channels {noise.channels}, "
+                             f"per_channel {noise.per_channel})")
+    params = jax.tree_util.tree_unflatten(treedef, [jnp.asarray(stored[n]) for n in names])
+    return NoiseModel(params=params, config=gen_cfg)
+
+
 # The trained defaults that `synthesize(key, clean)` uses, by channel count (README: how they were made).
-# A registered folder may be absent from a checkout (not shipped yet): that channel count then has none.
-_CHECKPOINTS = pathlib.Path(__file__).resolve().parents[1] / "checkpoints"
-DEFAULT_MODEL_DIRS = {4: _CHECKPOINTS / "default", 3: _CHECKPOINTS / "srgb"}
+# Package data (pyproject's package-data), so that an installed package has them, not only a checkout.
+# A registered folder may be absent (not shipped yet): that channel count then has none.
+ASSETS = pathlib.Path(__file__).resolve().parent / "assets"
+DEFAULT_MODEL_DIRS = {4: ASSETS / "default", 3: ASSETS / "srgb"}
 DEFAULT_MODEL_DIR = DEFAULT_MODEL_DIRS[4]
 
 
 def trained_defaults() -> dict[int, pathlib.Path]:
-    """``{channels: folder}`` of the registered default models present in this checkout."""
+    """``{channels: folder}`` of the registered default models present in this installation."""
     return {c: d for c, d in sorted(DEFAULT_MODEL_DIRS.items()) if (d / "generator.json").is_file()}
 
 
@@ -184,8 +266,8 @@ def default_model(noiselist: Optional[str] = None, compat: str = "physics", chan
     """The model `synthesize` uses when no params are given.
 
     With no noiselist: the trained default registered for ``channels`` in `DEFAULT_MODEL_DIRS` (4: packed
-    raw, ``checkpoints/default``; 3: sRGB, ``checkpoints/srgb``). With a noiselist: that noiselist's initial
-    (untrained) values. Models are built once per argument tuple.
+    raw, ``starlight_jax/assets/default``; 3: sRGB, ``starlight_jax/assets/srgb``). With a noiselist: that
+    noiselist's initial (untrained) values. Models are built once per argument tuple.
 
     Raises:
       ValueError: no noiselist, and no trained default for ``channels`` (or a ``compat`` other than physics).
@@ -195,8 +277,6 @@ def default_model(noiselist: Optional[str] = None, compat: str = "physics", chan
     msg = _no_default_message(channels, compat)
     if msg is not None:
         raise ValueError(msg)
-    from starlight_jax.checkpoint import load_generator
-
     folder = DEFAULT_MODEL_DIRS[channels]
     model = load_generator(folder)
     if model.config.channels != channels:
@@ -248,9 +328,9 @@ def synthesize(key, clean, params=None, *, noiselist=None, compat: Optional[str]
         last axis. float16 / bfloat16 images are computed in float32 and cast back.
       params: ``None``, a dict of noise parameters (`starlight_jax.init_params`), or a full `NoiseModel`
         (config + params, U-Net included). ``None`` without ``noiselist``: the trained default model for
-        the image's channel count (`DEFAULT_MODEL_DIRS`: 4 → ``checkpoints/default``, packed raw; 3 →
-        ``checkpoints/srgb`` once shipped); ``None`` with a ``noiselist``: that noiselist's initial,
-        untrained values.
+        the image's channel count (`DEFAULT_MODEL_DIRS`: 4 → ``starlight_jax/assets/default``, packed
+        raw; 3 → ``starlight_jax/assets/srgb`` once shipped); ``None`` with a ``noiselist``: that
+        noiselist's initial, untrained values.
       noiselist: a `--noiselist` string or `NoiseConfig` (default
         ``shot_read_uniform_row1_rowt_fixed1_periodic``); not with a `NoiseModel`.
       compat: ``"physics"`` (default) or ``"starlight"`` (the original's behaviour).

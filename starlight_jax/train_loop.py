@@ -29,63 +29,26 @@ import orbax.checkpoint as ocp
 
 from starlight_jax import metrics as metrics_lib
 from starlight_jax import training
+from starlight_jax.checkpoint import (checkpoint_managers, load_config, restore_state,  # noqa: F401 (re-exported)
+                                      save_checkpoint as _save, save_config as _save_config)
 from starlight_jax.noise import MAP_PARAMS
 from starlight_jax.parallel import DataParallel
-
-
-@dataclasses.dataclass(frozen=True)
-class RunConfig:
-    """How to run: data, length, cadence, devices and where to write."""
-
-    workdir: str = "checkpoints/run"
-    dataset: str = "synthetic"
-    data_dir: Optional[str] = None
-    dataset_options: tuple = ()  # (name, value) pairs passed to load_dataset
-    steps: Optional[int] = None  # critic steps; None: epochs × batches per epoch
-    epochs: int = 2
-    eval_every: int = 50
-    log_every: int = 10
-    keep: int = 3
-    parallel: str = "shard"
-    devices: Optional[int] = None
-    test_bursts: int = 4  # test bursts per evaluation
-    progress: bool = True
-    max_seconds: Optional[float] = None  # wall-clock budget: stop cleanly (checkpoint saved) once spent
+from starlight_jax.run_config import RunConfig
 
 
 class NonFiniteLoss(RuntimeError):
     pass
 
 
-def _save_config(workdir: pathlib.Path, cfg: training.TrainConfig, run: RunConfig):
-    workdir.mkdir(parents=True, exist_ok=True)
-    data = {"train": dataclasses.asdict(cfg), "run": dataclasses.asdict(run)}
-    (workdir / "config.json").write_text(json.dumps(data, indent=2, default=list))
-
-
-def load_config(workdir) -> tuple[training.TrainConfig, RunConfig]:
-    """Reads ``config.json`` of a run folder."""
-    path = pathlib.Path(workdir) / "config.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: {workdir} is not a starlight-jax run folder")
-    data = json.loads(path.read_text())
-    train = data["train"]
-    if train.get("unet_widths") is not None:
-        train["unet_widths"] = tuple(train["unet_widths"])
-    run = data["run"]
-    run["dataset_options"] = tuple(tuple(x) for x in run.get("dataset_options", ()))
-    return training.TrainConfig(**train), RunConfig(**run)
-
-
 def _data_init(cfg: training.TrainConfig, dataset, global_batch: int, max_batches: int = 8) -> dict:
     """`training.data_init` on the first ``max_batches`` training batches of epoch 0 (deterministic in the
     seed): the loader's bursts depend on their position only, so these are the first bursts read one by one."""
-    from starlight_jax.evaluation import load_batches, residual_arrays
+    from starlight_jax.data.batches import load_batches, residual_arrays
 
     n_bursts = max(1, min(max_batches, len(dataset.split("train")) // global_batch)) * global_batch
     crop = cfg.crop_size
     if cfg.generator.noise.isp:  # moments of lagged correlations want many pixels: large crops of every pair
-        from starlight_jax.evaluation import largest_crop
+        from starlight_jax.data.batches import largest_crop
 
         crop = max(crop, largest_crop(dataset, cfg.crop_size, cap=256))
         n_bursts = min(len(dataset.split("train")), 64)
@@ -94,34 +57,6 @@ def _data_init(cfg: training.TrainConfig, dataset, global_batch: int, max_batche
     # The model adds the fixed1 map itself: fit the rest (as the baselines are fitted).
     noisy, clean, noisy_raw = residual_arrays(dataset, batches, cfg.generator.noise.fixed)
     return training.data_init(cfg, noisy, clean, clipped=noisy_raw)
-
-
-def checkpoint_managers(workdir: pathlib.Path, keep: int):
-    opts = dict(enable_async_checkpointing=False)
-    latest = ocp.CheckpointManager(workdir / "latest", options=ocp.CheckpointManagerOptions(
-        max_to_keep=keep, **opts), item_names=("state", "loader"))
-    best = ocp.CheckpointManager(workdir / "best", options=ocp.CheckpointManagerOptions(
-        max_to_keep=1, best_fn=lambda m: m["test_kld_mean"], best_mode="min", **opts), item_names=("state", "loader"))
-    return latest, best
-
-
-def _save(manager, step: int, state, loader_state: dict, metrics=None):
-    args = ocp.args.Composite(state=ocp.args.StandardSave(jax.device_get(state)),
-                              loader=ocp.args.JsonSave(loader_state))
-    manager.save(step, args=args, metrics=metrics, force=True)
-    manager.wait_until_finished()
-
-
-def restore_state(workdir, template: training.TrainState, which: str = "latest", step: Optional[int] = None):
-    """Restores ``(state, loader_state, step)`` from ``<workdir>/<which>``; ``which`` is latest or best."""
-    manager = ocp.CheckpointManager(pathlib.Path(workdir).resolve() / which, item_names=("state", "loader"))
-    step = manager.latest_step() if step is None else step
-    if step is None:
-        raise FileNotFoundError(f"no checkpoint in {pathlib.Path(workdir) / which}")
-    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, jax.device_get(template))
-    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
-                                                             loader=ocp.args.JsonRestore()))
-    return restored.state, restored.loader, step
 
 
 @functools.lru_cache(maxsize=4)

@@ -163,7 +163,7 @@ def test_shape_errors_fire_under_jit():
 
 
 def test_shipped_default_model_recovers_the_embedded_truth():
-    """checkpoints/default was trained on the embedded data: its shot and read scales are within 10 % of
+    """starlight_jax/assets/default was trained on the embedded data: its shot and read scales are within 10 % of
     that data's truth (README: how it was produced). Fails if a worse model is shipped."""
     import numpy as np
 
@@ -172,7 +172,7 @@ def test_shipped_default_model_recovers_the_embedded_truth():
     from starlight_jax.data.synthetic import ground_truth
 
     if not (generator.DEFAULT_MODEL_DIR / "generator.json").is_file():
-        pytest.skip("no checkpoints/default in this checkout")
+        pytest.skip("no starlight_jax/assets/default in this checkout")
     model = generator.default_model()
     scales = noise.scales(model.params["noise"], model.config.noise)
     truth = ground_truth(SensorModel(), np.zeros((8, 4)), (8, 8))

@@ -16,7 +16,7 @@ from starlight_jax.noiselist import parse_noiselist
 pytestmark = pytest.mark.usefixtures("fast_compiles")
 KEY = jax.random.key(3)
 needs_default = pytest.mark.skipif(not (generator.DEFAULT_MODEL_DIR / "generator.json").is_file(),
-                                   reason="no checkpoints/default in this checkout")
+                                   reason="no starlight_jax/assets/default in this checkout")
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from starlight_jax import generator
 pytestmark = pytest.mark.usefixtures("fast_compiles")
 REPO = pathlib.Path(__file__).resolve().parents[1]
 needs_default = pytest.mark.skipif(not (generator.DEFAULT_MODEL_DIR / "config.json").is_file(),
-                                   reason="no checkpoints/default in this checkout")
+                                   reason="no starlight_jax/assets/default in this checkout")
 
 
 class Stop(Exception):

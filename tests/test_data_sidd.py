@@ -205,6 +205,7 @@ def test_sidd_missing_cfa_needs_override(tmp_path):
 
 
 def test_sidd_tfds_builder_without_tensorflow(tmp_path, sidd_dir):
+    pytest.importorskip("tensorflow_datasets", reason="the optional [tfds] extra is not installed")
     root, truth = sidd_dir
     files = load_dataset("sidd", root)
     ds = load_dataset("sidd", root, backend="tfds", tfds_data_dir=str(tmp_path / "tfds"))
@@ -229,3 +230,15 @@ def test_sidd_tfds_builder_without_tensorflow(tmp_path, sidd_dir):
         load_dataset("sidd", root, backend="tfds", captures=("010", "011"), tfds_data_dir=str(tmp_path / "tfds"))
     if importlib.util.find_spec("tensorflow") is None:  # then all of the above ran without TensorFlow
         assert "tensorflow" not in sys.modules
+
+
+def test_sidd_tfds_backend_without_tensorflow_datasets_names_the_install(tmp_path, monkeypatch):
+    # tensorflow-datasets is optional: the files backend needs nothing of it, the tfds one says what to install.
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)  # makes `import tensorflow_datasets` fail
+    monkeypatch.delitem(sys.modules, "starlight_jax.data.sidd_tfds", raising=False)
+    monkeypatch.delattr(sys.modules["starlight_jax.data"], "sidd_tfds", raising=False)  # as if never imported
+    with pytest.raises(ModuleNotFoundError, match=r"backend 'tfds' needs tensorflow-datasets .*pip install "
+                                                  r"tensorflow-datasets"):
+        load_dataset("sidd", tmp_path, backend="tfds", tfds_data_dir=str(tmp_path / "tfds"))
+    with pytest.raises(ValueError, match="unknown SIDD backend 'tf'"):
+        load_dataset("sidd", tmp_path, backend="tf")

@@ -32,7 +32,8 @@ ground truth).
 Split rule: scene number (first name field) ``% test_mod == 0`` (default 5) is test, else train; all
 instances of one scene land in the same split.
 
-The tensorflow-datasets builder in :mod:`starlight_jax.data.sidd_tfds` wraps this reader.
+The tensorflow-datasets builder in :mod:`starlight_jax.data.sidd_tfds` wraps this reader;
+`starlight_jax.data.load_sidd` picks one of the two (``backend="files"`` / ``"tfds"``).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from starlight_jax.data.images import read_image, to_unit_float
 from starlight_jax.data.matfiles import mat_shapes, read_mat
 
 __all__ = ["parse_scene_name", "parse_metadata", "pack_bayer", "read_mat_array", "mat_array_shape",
-           "scan_sidd", "load_sidd", "RAW_CHANNELS", "SRGB_CHANNELS"]
+           "scan_sidd", "load_sidd_files", "RAW_CHANNELS", "SRGB_CHANNELS"]
 
 RAW_CHANNELS = ("R", "G1", "G2", "B")
 SRGB_CHANNELS = ("R", "G", "B")
@@ -260,37 +261,23 @@ def _normalise_raw(x: np.ndarray, path, meta: dict[str, Any], raw_units: str, cl
     return x.astype(np.float32), units
 
 
-def load_sidd(data_dir: str | pathlib.Path, *, variant: str = "raw", captures=("010",), test_mod: int = 5,
-              raw_units: str = "auto", clip: bool = True, cfa: str | None = None,
-              black_level: float | None = None, white_level: float | None = None, mat_key: str = "x",
-              backend: str = "files", tfds_data_dir: str | None = None) -> BurstDataset:
-    """Builds the SIDD dataset (see the module docstring).
+def load_sidd_files(data_dir: str | pathlib.Path, *, variant: str = "raw", captures=("010",), test_mod: int = 5,
+                    raw_units: str = "auto", clip: bool = True, cfa: str | None = None,
+                    black_level: float | None = None, white_level: float | None = None,
+                    mat_key: str = "x") -> BurstDataset:
+    """Builds the SIDD dataset from the files (see the module docstring): the ``"files"`` backend of
+    `starlight_jax.data.load_sidd`.
 
     Args:
       data_dir: SIDD folder (``SIDD_Small_Raw_Only``, ``SIDD_Medium_Srgb``, ... or any parent of the scene
-        folders). With ``backend="tfds"`` it is the builder's manual_dir.
+        folders).
       variant: ``"raw"`` (4 channels R, G1, G2, B) or ``"srgb"`` (3 channels).
       captures: which of SIDD's captures form the T frames of a burst.
       test_mod: scene numbers divisible by it are the test split.
       raw_units, clip: value handling (module docstring).
       cfa, black_level, white_level: overrides for metadata fields (all files).
       mat_key: the array's key in the raw ``.mat`` files.
-      backend: ``"files"`` reads the files directly; ``"tfds"`` prepares (once) and reads the
-        array_record dataset of :class:`~starlight_jax.data.sidd_tfds.StarlightSidd` under ``tfds_data_dir``.
     """
-    if backend == "tfds":
-        from starlight_jax.data import sidd_tfds
-
-        changed = [name for name, value, default in (
-            ("captures", tuple(captures), ("010",)), ("test_mod", test_mod, 5), ("raw_units", raw_units, "auto"),
-            ("clip", clip, True), ("cfa", cfa, None), ("black_level", black_level, None),
-            ("white_level", white_level, None), ("mat_key", mat_key, "x")) if value != default]
-        if changed:
-            raise ValueError(f"options {changed} cannot be changed with backend='tfds' (the builder uses the reader's "
-                             "defaults); use backend='files'")
-        return sidd_tfds.load_sidd_tfds(data_dir, variant=variant, tfds_data_dir=tfds_data_dir)
-    if backend != "files":
-        raise ValueError(f"unknown SIDD backend {backend!r}; expected 'files' or 'tfds'")
     if test_mod < 2:
         raise ValueError(f"test_mod must be >= 2, got {test_mod}")
     overrides = {"cfa": cfa, "black_level": None if black_level is None else np.full((2, 2), float(black_level)),

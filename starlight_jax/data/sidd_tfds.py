@@ -67,7 +67,7 @@ class StarlightSidd(tfds.core.GeneratorBasedBuilder):
                                      disable_shuffling=True)
 
     def _split_generators(self, dl_manager):
-        ds = sidd.load_sidd(dl_manager.manual_dir, variant=self.builder_config.name)
+        ds = sidd.load_sidd_files(dl_manager.manual_dir, variant=self.builder_config.name)
         splits = {}
         for name in ("train", "test"):
             src = ds.split(name)

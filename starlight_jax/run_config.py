@@ -1,0 +1,31 @@
+"""`RunConfig`: how a training runs (data, length, cadence, devices, run folder), beside `TrainConfig`.
+
+`starlight_jax.training.TrainConfig` says what is trained; this says how and where. Both are written to
+and read from a run folder's ``config.json`` by `starlight_jax.checkpoint`; `starlight_jax.train_loop`
+runs them (and re-exports `RunConfig`). Here rather than in the loop so that reading a run folder does
+not need the loop.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """How to run: data, length, cadence, devices and where to write."""
+
+    workdir: str = "checkpoints/run"
+    dataset: str = "synthetic"
+    data_dir: Optional[str] = None
+    dataset_options: tuple = ()  # (name, value) pairs passed to load_dataset
+    steps: Optional[int] = None  # critic steps; None: epochs × batches per epoch
+    epochs: int = 2
+    eval_every: int = 50
+    log_every: int = 10
+    keep: int = 3
+    parallel: str = "shard"
+    devices: Optional[int] = None
+    test_bursts: int = 4  # test bursts per evaluation
+    progress: bool = True
+    max_seconds: Optional[float] = None  # wall-clock budget: stop cleanly (checkpoint saved) once spent
