@@ -34,6 +34,9 @@ def parse_args(argv=None):
     add_checkpoint_flags(ap, REPO / "checkpoints")
     ap.add_argument("--out", default=None, help="output folder (default <run>/samples/)")
     ap.add_argument("--input", default=None, help="add the model's noise to this 8/16-bit image instead")
+    ap.add_argument("--gain", type=float, default=None,
+                    help="with --input: noise at this many times the model's analogue gain (e.g. 2 for twice the "
+                         "ISO: shot variance x2, read variance x4; physics models)")
     ap.add_argument("--pack_rggb", action="store_true",
                     help="with --input: mosaic an RGB image into packed RGGB raw (for R, G1, G2, B models)")
     ap.add_argument("--dataset", default=None, choices=["synthetic", "pairs", "sidd", "starlight"],
@@ -54,6 +57,8 @@ def main(argv=None):
         fail(f"--input {args.input} is not a file")
     if args.pack_rggb and args.input is None:
         fail("--pack_rggb goes with --input")
+    if args.gain is not None and (args.input is None or not args.gain > 0):
+        fail(f"--gain goes with --input and must be > 0, got {args.gain}")
     if args.crop_size is not None and (args.crop_size < 64 or args.crop_size % 64):
         fail(f"--crop_size must be a positive multiple of 64, got {args.crop_size}")
     if args.max_bursts < 1:
@@ -91,8 +96,8 @@ def main(argv=None):
         raw = not (run.dataset == "pairs" or dict(run.dataset_options).get("variant") == "srgb")
         try:
             image = plots.load_user_image(args.input, model.config.channels, names, pack_rggb=args.pack_rggb)
-            noisy, shown = plots.noise_user_image(jax.random.key(args.seed), model, image, channel_names=names,
-                                                  raw=raw)
+            noisy, shown = plots.noise_user_image(jax.random.key(args.seed), model, image, gain=args.gain,
+                                                  channel_names=names, raw=raw)
         except ValueError as e:
             fail(str(e))
         out.mkdir(parents=True, exist_ok=True)

@@ -391,8 +391,9 @@ def load_user_image(path, channels: int, channel_names: Sequence[str], *, pack_r
     return img
 
 
-def noise_user_image(key, model, image, *, channel_names: Sequence[str], raw: bool):
-    """The model's noise on ``image`` ``[H, W, C]``: returns ``(noisy, display)``.
+def noise_user_image(key, model, image, *, channel_names: Sequence[str], raw: bool, gain=None):
+    """The model's noise on ``image`` ``[H, W, C]`` (at ``gain`` times the model's analogue gain, see
+    `synthesize`): returns ``(noisy, display)``.
 
     A model with a fixed pattern uses the map's top-left crop; a larger image is cropped to the map first.
     ``display`` is the noisy image rendered as in the figures (for packed raw), else the noisy image itself.
@@ -405,7 +406,7 @@ def noise_user_image(key, model, image, *, channel_names: Sequence[str], raw: bo
         fmap = model.params["noise"]["fixed_pattern" if cfg.fixed else "learned_fixed"]
         image = image[:fmap.shape[0], :fmap.shape[1]]
         offset = np.zeros(2, np.int32)
-    noisy = np.asarray(synthesize(key, image.astype(np.float32), model, fixed_offset=offset))
+    noisy = np.asarray(synthesize(key, image.astype(np.float32), model, fixed_offset=offset, gain=gain))
     if len(channel_names) in (1, 3) and not raw:
         return noisy, noisy
     return noisy, to_display(noisy, channel_names, raw=raw, white=white_level(image, channel_names))
