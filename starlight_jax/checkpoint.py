@@ -85,6 +85,10 @@ def load_noise_model(run_dir=None, which: Which = "latest", *, root="checkpoints
         step = json.loads((run_dir / "generator.json").read_text()).get("info", {}).get("step")
         return model, cfg, {"run_dir": str(run_dir), "step": step, "which": "exported"}
     folder = run_dir / ("best" if which == "best" else "latest")
+    if not folder.is_dir():  # checked first: the manager would create it
+        raise FileNotFoundError(f"no checkpoint in {folder} (the folder does not exist"
+                                + ("; a run without a test split keeps no best/, use latest)" if which == "best"
+                                   else ")"))
     manager = ocp.CheckpointManager(folder, item_names=("state", "loader"))
     step = _pick_step(manager, which, folder)
     restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(),
