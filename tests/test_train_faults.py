@@ -32,6 +32,7 @@ TINY = ["--steps", "4", "--eval_every", "2", "--crop_size", "64", "--frames", "1
 CFG = training.TrainConfig(noiselist="shot_read", network="noUnet", frames=1, crop_size=64, n_critic=2,
                            critic_width=4)
 K = 3
+pytestmark = pytest.mark.usefixtures("fast_compiles")  # a few tiny steps: compiling dominates
 
 
 @pytest.fixture(scope="module")
