@@ -252,9 +252,11 @@ def _train(args, allowed, where):
     workdir = pathlib.Path(args.save_path) / name
     cli.check_writable_dir("--save_path", workdir)
     where["workdir"] = workdir
-    stored = None
+    stored = stored_run = None
     if args.resume and run_folder.has_checkpoint(workdir) and (workdir / "config.json").is_file():
-        stored = train_loop.load_config(workdir)[0]
+        stored, stored_run = train_loop.load_config(workdir)
+    if stored_run is not None and stored_run.devices is None and args.devices is None:
+        devices = None  # a run folder of an older version: it stored "all local devices" as None
 
     frame_size = args.frame_size or (128 if on_cpu else 256)
     options = {"frame_size": (frame_size, frame_size)} if args.dataset == "synthetic" else {}
@@ -284,7 +286,7 @@ def _train(args, allowed, where):
         except ValueError:
             fail(f"--quantize must be 'auto', 'none' or a step such as 0.00392, got {args.quantize!r}")
     level_weight = args.level_weight if args.level_weight is not None else 10.0 * (args.compat == "physics")
-    total_steps = args.steps or epochs * (len(dataset.train) // (args.batch_size * devices))
+    total_steps = args.steps or epochs * (len(dataset.train) // (args.batch_size * (devices or local)))
     lr_decay = mode.pop("lr_decay")
     mode["critic_warmup"] = _scaled_warmup(args, mode["critic_warmup"], total_steps, stored)
     decay_steps = max(1, (total_steps - mode["critic_warmup"]) // n_critic) if lr_decay == "cosine" else None
@@ -313,10 +315,12 @@ def _train(args, allowed, where):
                                max_seconds=60 * args.max_minutes if args.max_minutes else None)
     print(f"[starlight-jax] run folder: {run.workdir}")
     print(f"[starlight-jax] TensorBoard: tensorboard --logdir {workdir / 'tb'}")
+    if cli.interrupted() is not None:  # raised in a finaliser and swallowed there
+        raise cli.Interrupted(cli.interrupted())
     t0 = time.time()
     try:
         result = train_loop.train_and_evaluate(cfg, run, resume=args.resume, dataset=dataset,
-                                               allow_config_change=allowed)
+                                               allow_config_change=allowed, stop_requested=cli.interrupted)
     except (FileExistsError, ValueError, run_folder.RunFolderBusy) as e:
         fail(str(e))
     except train_loop.NonFiniteLoss as e:

@@ -90,12 +90,25 @@ class HardExit(SystemExit):
     """A `SystemExit` that `run_main` turns into ``os._exit``: the interpreter's normal shutdown is unsafe."""
 
 
+_received: list[int] = []  # signals seen by `signals_raise`'s handler, in order
+
+
+def interrupted():
+    """The last signal `signals_raise` received, or None.
+
+    Python prints and ignores an exception raised in a finaliser (``__del__``, a weakref or GC callback), so
+    an `Interrupted` raised while one runs is lost; this record is not, and the CLIs check it between phases.
+    """
+    return _received[-1] if _received else None
+
+
 @contextlib.contextmanager
 def signals_raise():
     """While active, SIGINT and SIGTERM raise `Interrupted` (SIGTERM would otherwise kill without a word).
 
     Signals that were ignored when the process started (e.g. SIGINT of a ``nohup`` job) stay ignored.
     """
+    _received.clear()
     old = {}
     for s in (signal.SIGINT, signal.SIGTERM):
         if signal.getsignal(s) is not signal.SIG_IGN:
@@ -108,6 +121,7 @@ def signals_raise():
 
 
 def _raise_interrupted(signum, _frame):
+    _received.append(signum)
     raise Interrupted(signum)
 
 

@@ -177,7 +177,7 @@ def generator_steps(cfg: training.TrainConfig, step: int) -> int:
 
 
 def train_and_evaluate(cfg: training.TrainConfig, run: RunConfig, *, resume: bool = False, dataset=None,
-                       log=print, allow_config_change=()) -> dict:
+                       log=print, allow_config_change=(), stop_requested=None) -> dict:
     """Trains a noise model, evaluating and checkpointing as it goes.
 
     Args:
@@ -188,6 +188,8 @@ def train_and_evaluate(cfg: training.TrainConfig, run: RunConfig, *, resume: boo
       log: where messages go.
       allow_config_change: fields that may differ from the stored configuration on resume (a subset of
         `run_folder.SAFE_FIELDS`); each accepted change is recorded in ``config_history.jsonl``.
+      stop_requested: returns a signal number that arrived before training started and was not acted
+        on (e.g. `starlight_jax.cli.interrupted`), or None; the loop then stops before its first step.
 
     Returns:
       The final metrics: losses, the last evaluation (``test_kld_*``, or ``train_kld_*`` with
@@ -202,10 +204,10 @@ def train_and_evaluate(cfg: training.TrainConfig, run: RunConfig, *, resume: boo
     """
     workdir = pathlib.Path(run.workdir).resolve()
     with run_folder.lock(workdir):
-        return _train_locked(cfg, run, workdir, resume, dataset, log, allow_config_change)
+        return _train_locked(cfg, run, workdir, resume, dataset, log, allow_config_change, stop_requested)
 
 
-def _train_locked(cfg, run, workdir, resume, dataset, log, allow_config_change) -> dict:
+def _train_locked(cfg, run, workdir, resume, dataset, log, allow_config_change, stop_requested) -> dict:
     from starlight_jax.data import PipelineConfig, load_dataset, make_loader
 
     available = jax.local_devices()
@@ -289,6 +291,8 @@ def _train_locked(cfg, run, workdir, resume, dataset, log, allow_config_change) 
         stop["signal"] = signum
 
     old_handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    if stop_requested is not None and stop_requested() is not None:
+        stop["signal"] = stop_requested()
     last = {"step": step, "position": loader.position}  # position: the loader's, matching `state`
     history = {}
     bar = tqdm(total=total, initial=step, disable=not run.progress, desc="train", unit="step", dynamic_ncols=True)

@@ -229,6 +229,47 @@ def test_interrupt_before_training_exits_130_or_3_with_one_line(cli, recorder, c
     assert ("continue with --resume" in err) == checkpoint
 
 
+def test_devices_are_stored_resolved_but_an_older_run_folder_keeps_all(cli, recorder, tmp_path):
+    cli.main([*TINY, "--save_path", str(tmp_path), "--run_name", "new"])
+    assert recorder["run"].devices == 4  # a resume on a machine with another count is then refused, by name
+    (tmp_path / "old" / "latest" / "7").mkdir(parents=True)  # written by a version that stored None: "all"
+    (tmp_path / "old" / "config.json").write_text(json.dumps(
+        train_loop._config_dict(CFG, train_loop.RunConfig(workdir=str(tmp_path / "old"), devices=None))))
+    cli.main([*TINY, "--save_path", str(tmp_path), "--run_name", "old", "--resume"])
+    assert recorder["run"].devices is None
+
+
+class _RaisesSigintWhenCollected:
+    def __del__(self):
+        signal.raise_signal(signal.SIGINT)  # runs the Python handler here, inside the finaliser
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the swallowed Interrupted
+def test_an_interrupt_swallowed_by_a_finaliser_is_still_seen(cli, recorder, monkeypatch, capsys, tmp_path):
+    """Python prints and ignores an exception raised in ``__del__``: a start-up Ctrl-C was lost that way."""
+    import starlight_jax.data
+
+    real = starlight_jax.data.load_dataset
+
+    def load_and_collect(*args, **kwargs):
+        _RaisesSigintWhenCollected()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(starlight_jax.data, "load_dataset", load_and_collect)
+    with pytest.raises(cli_lib.HardExit) as exit_info:
+        cli.main([*TINY, "--save_path", str(tmp_path)])
+    assert exit_info.value.code == 130 and "cfg" not in recorder  # training never started
+    assert "interrupted by SIGINT during start-up" in capsys.readouterr().err
+
+
+def test_loop_stops_before_its_first_step_on_a_pending_interrupt(tmp_path):
+    messages = []
+    result = _run(tmp_path, 10, log=messages.append, stop_requested=lambda: signal.SIGINT)
+    assert result["stopped_by_signal"] == signal.SIGINT and result["step"] == 0
+    assert not run_folder.has_checkpoint(tmp_path)
+    assert any("stopped by SIGINT before the first step; nothing was trained" in m for m in messages), messages
+
+
 def test_ctrl_c_during_startup_exits_130_without_traceback(tmp_path):
     """SIGINT while the start-up compiles: before, a KeyboardInterrupt traceback and often a segfault."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1", "JAX_PLATFORMS": "cpu"}
