@@ -24,13 +24,32 @@ import time
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-try:  # importing the package imports JAX (seconds): a Ctrl-C here is a start-up interrupt too
+# Importing the package imports JAX (seconds): a Ctrl-C then is a start-up interrupt too. It is recorded as
+# well as raised, because a KeyboardInterrupt raised inside a GC callback (JAX registers one) is printed and
+# ignored by Python; `main` checks the record.
+_import_interrupts = []
+
+
+def _record_import_interrupt(signum, _frame):
+    _import_interrupts.append(signum)
+    raise KeyboardInterrupt
+
+
+_previous = signal.getsignal(signal.SIGINT)
+if _previous is not signal.SIG_IGN:
+    signal.signal(signal.SIGINT, _record_import_interrupt)
+try:
     from starlight_jax import cli
     from starlight_jax.cli import fail
     from starlight_jax.noiselist import DEFAULT_NOISELIST, parse_noiselist
 except KeyboardInterrupt:
+    if __name__ != "__main__":
+        raise
     print("interrupted by SIGINT during start-up; nothing was trained", file=sys.stderr)
     raise SystemExit(130) from None
+finally:
+    if _previous is not signal.SIG_IGN:
+        signal.signal(signal.SIGINT, _previous)
 
 # A narrow critic and one critic step per generator step make CPU training ~20x cheaper per step than the
 # original's shape; 40 epochs of the embedded default are ~1400 steps, ~5 minutes on 2 cores.
@@ -189,6 +208,9 @@ def _check_flags(args) -> list[str]:
 
 
 def main(argv=None):
+    if _import_interrupts:  # swallowed during the import (see above)
+        print("interrupted by SIGINT during start-up; nothing was trained", file=sys.stderr)
+        raise SystemExit(130)
     args = parse_args(argv)
     allowed = _check_flags(args)
     where = {"workdir": None}  # known once the run folder is named: an interrupt then says what it left
