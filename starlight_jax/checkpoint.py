@@ -73,12 +73,19 @@ def run_or_default(path, root="checkpoints"):
 # ------------------------------------------------------------------------------------------------------
 # config.json and the train-state checkpoints, as the training loop writes and resumes them
 # ------------------------------------------------------------------------------------------------------
+def config_dict(cfg: training.TrainConfig, run: RunConfig) -> dict:
+    """What ``config.json`` holds: ``{"train": cfg, "run": run}`` as plain JSON-able dicts."""
+    return {"train": dataclasses.asdict(cfg), "run": dataclasses.asdict(run)}
+
+
 def save_config(workdir: pathlib.Path, cfg: training.TrainConfig, run: RunConfig):
-    """Writes ``config.json`` of a run folder: ``{"train": cfg, "run": run}``."""
+    """Writes ``config.json`` of a run folder (`config_dict`), replaced whole: an interrupt mid-write must
+    not leave half a config."""
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    data = {"train": dataclasses.asdict(cfg), "run": dataclasses.asdict(run)}
-    (workdir / "config.json").write_text(json.dumps(data, indent=2, default=list))
+    tmp = workdir / "config.json.tmp"
+    tmp.write_text(json.dumps(config_dict(cfg, run), indent=2, default=list))
+    tmp.replace(workdir / "config.json")
 
 
 def load_config(workdir) -> tuple[training.TrainConfig, RunConfig]:
@@ -95,14 +102,16 @@ def load_config(workdir) -> tuple[training.TrainConfig, RunConfig]:
     return training.TrainConfig(**train), RunConfig(**run)
 
 
-def checkpoint_managers(workdir: pathlib.Path, keep: int):
+def checkpoint_managers(workdir: pathlib.Path, keep: int, with_best: bool = True):
     """The Orbax managers of ``<workdir>/latest`` (the last ``keep``) and ``<workdir>/best`` (lowest
-    ``test_kld_mean``), synchronous: no thread is left writing when the process exits."""
+    ``test_kld_mean``; None when ``with_best`` is False: no test split), synchronous: no thread is left
+    writing when the process exits."""
     opts = dict(enable_async_checkpointing=False)
     latest = ocp.CheckpointManager(workdir / "latest", options=ocp.CheckpointManagerOptions(
         max_to_keep=keep, **opts), item_names=("state", "loader"))
     best = ocp.CheckpointManager(workdir / "best", options=ocp.CheckpointManagerOptions(
-        max_to_keep=1, best_fn=lambda m: m["test_kld_mean"], best_mode="min", **opts), item_names=("state", "loader"))
+        max_to_keep=1, best_fn=lambda m: m["test_kld_mean"], best_mode="min", **opts),
+        item_names=("state", "loader")) if with_best else None
     return latest, best
 
 
@@ -115,8 +124,12 @@ def save_checkpoint(manager, step: int, state, loader_state: dict, metrics=None)
 
 
 def restore_state(workdir, template: training.TrainState, which: str = "latest", step: Optional[int] = None):
-    """Restores ``(state, loader_state, step)`` from ``<workdir>/<which>``; ``which`` is latest or best."""
-    manager = ocp.CheckpointManager(pathlib.Path(workdir).resolve() / which, item_names=("state", "loader"))
+    """Restores ``(state, loader_state, step)`` from ``<workdir>/<which>``; ``which`` is latest, best or init."""
+    folder = pathlib.Path(workdir).resolve() / which
+    if not folder.is_dir():  # checked first: the manager would create it
+        raise FileNotFoundError(f"no checkpoint in {folder} (the folder does not exist"
+                                + ("; a run without a test split keeps no best/)" if which == "best" else ")"))
+    manager = ocp.CheckpointManager(folder, item_names=("state", "loader"))
     step = manager.latest_step() if step is None else step
     if step is None:
         raise FileNotFoundError(f"no checkpoint in {pathlib.Path(workdir) / which}")
@@ -166,6 +179,10 @@ def load_noise_model(run_dir=None, which: Which = "latest", *, root="checkpoints
         step = files.read_json(run_dir / "generator.json").get("info", {}).get("step")
         return model, cfg, {"run_dir": str(run_dir), "step": step, "which": "exported"}
     folder = run_dir / (which if which in ("best", "init") else "latest")
+    if not folder.is_dir():  # checked first: the manager would create it
+        raise FileNotFoundError(f"no checkpoint in {folder} (the folder does not exist"
+                                + ("; a run without a test split keeps no best/, use latest)" if which == "best"
+                                   else ")"))
     manager = ocp.CheckpointManager(folder, item_names=("state", "loader"))
     step = _pick_step(manager, which, folder)
     restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(),

@@ -1,5 +1,15 @@
-"""Shared helpers of the thin CLIs in experiments/."""
+"""Shared helpers of the thin CLIs in experiments/: refusals, output checks and signal handling.
+
+Exit codes shared by the CLIs (docs/errors.md): 0 success; 1 unexpected internal error; 2 bad flags, inputs
+or files refused (`fail`); 3 training stopped by SIGINT/SIGTERM with a checkpoint saved; 4 training stopped
+by a non-finite loss; 128 + signal number for a start-up interrupted before anything was saved.
+"""
+import contextlib
+import os
+import pathlib
+import signal
 import sys
+import tempfile
 
 
 def fail(msg: str):
@@ -14,3 +24,119 @@ def add_checkpoint_flags(parser, default_root) -> None:
     parser.add_argument("--root", default=str(default_root), help="where to look for runs")
     parser.add_argument("--which", default="latest", help="latest, best, init (the untrained step-0 model) or a "
                         "step number")
+
+
+def _nearest_existing(path: pathlib.Path) -> pathlib.Path:
+    path = path.absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _probe_writable(flag: str, folder: pathlib.Path, target: pathlib.Path) -> None:
+    # A real write, not os.access: root passes os.access on read-only mounts, and ACLs can deny what the
+    # mode bits allow.
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        fail(f"{flag} {target}: cannot write in {folder} ({e.strerror or e})")
+
+
+def check_writable_dir(flag: str, path) -> None:
+    """Refuses (`fail`) an output folder that cannot be created or written, before any work starts.
+
+    Creates nothing: a folder that does not exist yet is checked through its nearest existing parent.
+    """
+    path = pathlib.Path(path)
+    if path.exists() and not path.is_dir():
+        fail(f"{flag} {path} exists and is not a folder")
+    base = _nearest_existing(path)
+    if not base.is_dir():
+        fail(f"{flag} {path}: {base} is a file, so the folder cannot be created")
+    _probe_writable(flag, base, path)
+
+
+def check_writable_file(flag: str, path) -> None:
+    """Refuses (`fail`) an output file that cannot be created or overwritten, before any work starts."""
+    path = pathlib.Path(path)
+    if path.is_dir():
+        fail(f"{flag} {path} is a folder, expected a file name")
+    if path.exists():
+        try:
+            with open(path, "ab"):  # opens for writing without changing the file
+                pass
+        except OSError as e:
+            fail(f"{flag} {path}: cannot be overwritten ({e.strerror or e})")
+        return
+    check_writable_dir(flag, path.parent)
+
+
+def check_name_component(flag: str, name: str) -> None:
+    """Refuses (`fail`) a name that is not one plain path component (no separator, not ``.``/``..``)."""
+    seps = {os.sep, "/"} | ({os.altsep} if os.altsep else set())
+    if not name or name in (".", "..") or any(s in name for s in seps) or "\0" in name:
+        fail(f"{flag} must be a single folder name (no '/', not '.' or '..'), got {name!r}")
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived; ``signum`` says which."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class HardExit(SystemExit):
+    """A `SystemExit` that `run_main` turns into ``os._exit``: the interpreter's normal shutdown is unsafe."""
+
+
+_received: list[int] = []  # signals seen by `signals_raise`'s handler, in order
+
+
+def interrupted():
+    """The last signal `signals_raise` received, or None.
+
+    Python prints and ignores an exception raised in a finaliser (``__del__``, a weakref or GC callback), so
+    an `Interrupted` raised while one runs is lost; this record is not, and the CLIs check it between phases.
+    """
+    return _received[-1] if _received else None
+
+
+@contextlib.contextmanager
+def signals_raise():
+    """While active, SIGINT and SIGTERM raise `Interrupted` (SIGTERM would otherwise kill without a word).
+
+    Signals that were ignored when the process started (e.g. SIGINT of a ``nohup`` job) stay ignored.
+    """
+    _received.clear()
+    old = {}
+    for s in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(s) is not signal.SIG_IGN:
+            old[s] = signal.signal(s, _raise_interrupted)
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+
+
+def _raise_interrupted(signum, _frame):
+    _received.append(signum)
+    raise Interrupted(signum)
+
+
+def run_main(main) -> None:
+    """Runs ``main()``; a `HardExit` leaves through ``os._exit`` after flushing stdout and stderr.
+
+    XLA polls for signals while it compiles and abandons the compilation on an interrupt; the interpreter's
+    shutdown then tears down XLA's state under the abandoned compile and segfaults (seen as rc -11 after a
+    start-up Ctrl-C). Nothing of ours is pending at that point (no checkpoint write, no open log), so
+    skipping the shutdown loses nothing.
+    """
+    try:
+        main()
+    except HardExit as e:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(e.code if isinstance(e.code, int) else 1)

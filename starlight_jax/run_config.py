@@ -29,3 +29,13 @@ class RunConfig:
     test_bursts: int = 4  # test bursts per evaluation
     progress: bool = True
     max_seconds: Optional[float] = None  # wall-clock budget: stop cleanly (checkpoint saved) once spent
+
+    def __post_init__(self):
+        for name in ("epochs", "eval_every", "log_every", "keep", "test_bursts"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("steps", "devices"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1 or None, got {getattr(self, name)}")
+        if self.max_seconds is not None and not self.max_seconds > 0:
+            raise ValueError(f"max_seconds must be > 0 or None, got {self.max_seconds}")

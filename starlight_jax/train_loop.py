@@ -2,15 +2,22 @@
 
 `train_and_evaluate(cfg, run)` is what ``experiments/train.py`` calls. Layout of a run folder::
 
-    <workdir>/config.json        TrainConfig + RunConfig (what `--resume` and `load_run` read)
-    <workdir>/latest/<step>/     the last `keep` checkpoints: train state + loader position
-    <workdir>/best/<step>/       the checkpoint with the lowest mean test KLD (image domain)
-    <workdir>/init/0/            the initial state (after the data init), for measuring what training did
-    <workdir>/metrics.jsonl      one JSON line per log / eval
-    <workdir>/tb/                TensorBoard event files
+    <workdir>/config.json          TrainConfig + RunConfig (what `--resume` and `load_run` read)
+    <workdir>/config_history.jsonl one line per configuration change accepted on resume (step, old, new)
+    <workdir>/latest/<step>/       the last `keep` checkpoints: train state + loader position
+    <workdir>/best/<step>/         the checkpoint with the lowest mean test KLD (image domain); not kept
+                                   when the dataset has no test split
+    <workdir>/init/0/              the initial state (after the data init), for measuring what training did
+    <workdir>/metrics.jsonl        one JSON line per log / eval
+    <workdir>/tb/                  TensorBoard event files
+    <workdir>/.lock                held while a training runs (a second one is refused)
 
 Orbax writes each checkpoint to a temporary folder and renames it when complete, so a crash mid-save
-leaves the previous checkpoint intact.
+leaves the previous checkpoint intact; the next start removes the temporary folder
+(`starlight_jax.run_folder` keeps the folder consistent across kills and resumes).
+
+Without a test split (e.g. a pairs folder of fewer than 5 pairs) the KLD is measured on training bursts
+and logged as ``train_kld_mean``/``train_kld_sum`` with ``"test_is_train": true``.
 """
 from __future__ import annotations
 
@@ -28,12 +35,14 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from starlight_jax import metrics as metrics_lib
-from starlight_jax import training
+from starlight_jax import run_folder, training
 from starlight_jax.checkpoint import (checkpoint_managers, load_config, restore_state,  # noqa: F401 (re-exported)
-                                      save_checkpoint as _save, save_config as _save_config)
+                                      config_dict as _config_dict, save_checkpoint as _save,
+                                      save_config as _save_config)
 from starlight_jax.noise import MAP_PARAMS
 from starlight_jax.parallel import DataParallel
 from starlight_jax.run_config import RunConfig
+
 
 
 class NonFiniteLoss(RuntimeError):
@@ -89,24 +98,79 @@ def _physical_values(cfg: training.TrainConfig, g_params) -> dict:
             for k, v in values.items() if k not in MAP_PARAMS}
 
 
+def generator_steps(cfg: training.TrainConfig, step: int) -> int:
+    """How many generator steps the first ``step`` critic steps included (`training.generator_steps_at`)."""
+    return max(0, -(-(step - cfg.critic_warmup) // cfg.n_critic))
+
+
 def train_and_evaluate(cfg: training.TrainConfig, run: RunConfig, *, resume: bool = False, dataset=None,
-                       log=print) -> dict:
-    """Trains a noise model, evaluating and checkpointing as it goes. Returns the final metrics."""
+                       log=print, allow_config_change=(), stop_requested=None) -> dict:
+    """Trains a noise model, evaluating and checkpointing as it goes.
+
+    Args:
+      cfg: what to train.
+      run: how to run it and where to write (the run folder, ``run.workdir``).
+      resume: continue from ``<workdir>/latest``; the stored configuration must match (`run_folder`).
+      dataset: the dataset of ``run`` if already loaded.
+      log: where messages go.
+      allow_config_change: fields that may differ from the stored configuration on resume (a subset of
+        `run_folder.SAFE_FIELDS`); each accepted change is recorded in ``config_history.jsonl``.
+      stop_requested: returns a signal number that arrived before training started and was not acted
+        on (e.g. `starlight_jax.cli.interrupted`), or None; the loop then stops before its first step.
+
+    Returns:
+      The final metrics: losses, the last evaluation (``test_kld_*``, or ``train_kld_*`` with
+      ``test_is_train`` when the dataset has no test split), ``noise/*`` values, ``step``,
+      ``generator_steps``, ``stopped_by_signal`` (the signal number, or None).
+
+    Raises:
+      run_folder.RunFolderBusy: another training holds the run folder.
+      FileExistsError: the folder holds checkpoints and ``resume`` is False.
+      ValueError: a changed configuration on resume, a bad device count or dataset.
+      NonFiniteLoss: a loss became NaN/inf (the last good state is checkpointed first).
+    """
+    workdir = pathlib.Path(run.workdir).resolve()
+    with run_folder.lock(workdir):
+        return _train_locked(cfg, run, workdir, resume, dataset, log, allow_config_change, stop_requested)
+
+
+def _train_locked(cfg, run, workdir, resume, dataset, log, allow_config_change, stop_requested) -> dict:
     from starlight_jax.data import PipelineConfig, load_dataset, make_loader
 
-    workdir = pathlib.Path(run.workdir).resolve()
-    devices = jax.local_devices()[: run.devices] if run.devices else jax.local_devices()
-    dp = DataParallel(run.parallel, devices)
+    available = jax.local_devices()
+    if run.devices is not None and run.devices > len(available):
+        raise ValueError(f"devices={run.devices} but this process has {len(available)} local device(s)")
+    dp = DataParallel(run.parallel, available[: run.devices] if run.devices else available)
     global_batch = cfg.batch_size * dp.n
     if dataset is None:
         dataset = load_dataset(run.dataset, run.data_dir, **dict(run.dataset_options))
     if dataset.channels != cfg.channels:
         raise ValueError(f"dataset {run.dataset!r} has {dataset.channels} channels but the model was configured "
                          f"for {cfg.channels}")
+    has_test = len(dataset.test) > 0
+    kld_prefix = "test" if has_test else "train"
+
+    run_folder.remove_partial_checkpoints(workdir, log)
+    latest, best = checkpoint_managers(workdir, run.keep, with_best=has_test)
+    resume_step = latest.latest_step()
+    if resume_step is not None and not resume:
+        raise FileExistsError(f"{workdir} already holds checkpoints; pass --resume to continue that run or "
+                              f"choose another --save_path/--run_name")
+    if resume and resume_step is None:
+        log(f"nothing to resume in {workdir / 'latest'} (no checkpoint): starting at step 0")
+    if resume_step is not None and (workdir / "config.json").is_file():
+        # Before anything is compiled: a changed noiselist would otherwise end in Orbax's tree mismatch.
+        old = json.loads((workdir / "config.json").read_text())
+        run_folder.check_resume_config(workdir, old, _config_dict(cfg, run), resume_step, allow_config_change, log)
+    if not has_test:
+        log(f"warning: dataset {run.dataset!r} has no test split ({dataset.info.get('split_rule', 'no rule')}); "
+            f"the KLD is measured on training bursts (logged as train_kld_mean with test_is_train: true) and no "
+            f"best/ checkpoint is kept")
+
     pipe = PipelineConfig(batch_size=global_batch, crop_size=cfg.crop_size, frames=cfg.frames, seed=cfg.seed)
     fixed = dataset.fixed_pattern if cfg.generator.noise.fixed else None
     init_values = None
-    if cfg.init_from_data:
+    if cfg.init_from_data and resume_step is None:  # a resumed state replaces the initial one whole
         init_values = _data_init(cfg, dataset, global_batch)
         shown = {k: v for k, v in init_values.items() if k not in MAP_PARAMS}
         how = ("the camera pipeline's method-of-moments fit" if cfg.generator.noise.isp
@@ -117,15 +181,11 @@ def train_and_evaluate(cfg: training.TrainConfig, run: RunConfig, *, resume: boo
                else ""))
     state = training.create_train_state(jax.random.key(cfg.seed), cfg, fixed_pattern=fixed,
                                         init_values=init_values)
-    latest, best = checkpoint_managers(workdir, run.keep)
     loader_start = (0, 0)
-    if resume and latest.latest_step() is not None:
+    if resume_step is not None:
         state, loader_state, step = restore_state(workdir, state)
         loader_start = (loader_state["epoch"], loader_state["index"])
         log(f"resumed from {workdir / 'latest'} at step {step} (epoch {loader_start[0]}, batch {loader_start[1]})")
-    elif latest.latest_step() is not None:
-        raise FileExistsError(f"{workdir} already holds checkpoints; pass --resume to continue that run or "
-                              f"choose another --save_path/--run_name")
     else:  # the untrained model, so that what training changed can be measured (`--which init`)
         with ocp.CheckpointManager(workdir / "init", options=ocp.CheckpointManagerOptions(
                 enable_async_checkpointing=False), item_names=("state", "loader")) as init_manager:
@@ -134,8 +194,7 @@ def train_and_evaluate(cfg: training.TrainConfig, run: RunConfig, *, resume: boo
     loader = make_loader(dataset, "train", pipe, start=loader_start)
     total = run.steps if run.steps is not None else run.epochs * loader.batches_per_epoch
     test_pipe = dataclasses.replace(pipe, batch_size=1)
-    test_split = "test" if len(dataset.test) else "train"
-    test_loader = make_loader(dataset, test_split, test_pipe)
+    test_loader = make_loader(dataset, "test" if has_test else "train", test_pipe)
     test_batches = [test_loader.batch_at(0, i) for i in range(min(run.test_bursts, test_loader.batches_per_epoch))]
     test_loader.close()
 
@@ -150,11 +209,14 @@ def train_and_evaluate(cfg: training.TrainConfig, run: RunConfig, *, resume: boo
     g_step = lambda state, batch: g_compiled(state, batch, lpips_params)  # noqa: E731
     state = dp.put_state(state)
     eval_key = jax.random.key(cfg.seed + 12345)
+    step = int(dp.get_state(state).step)
+    # Rows and events after the restored step were written by a run killed before its next checkpoint.
+    run_folder.truncate_metrics(workdir / "metrics.jsonl", step, log)
 
     from tensorboardX import SummaryWriter
     from tqdm import tqdm
 
-    writer = SummaryWriter(str(workdir / "tb"))
+    writer = SummaryWriter(str(workdir / "tb"), purge_step=step + 1)
     metrics_file = open(workdir / "metrics.jsonl", "a")
     stop = {"signal": None}
 
@@ -162,7 +224,8 @@ def train_and_evaluate(cfg: training.TrainConfig, run: RunConfig, *, resume: boo
         stop["signal"] = signum
 
     old_handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    step = int(dp.get_state(state).step)
+    if stop_requested is not None and stop_requested() is not None:
+        stop["signal"] = stop_requested()
     last = {"step": step, "position": loader.position}  # position: the loader's, matching `state`
     history = {}
     bar = tqdm(total=total, initial=step, disable=not run.progress, desc="train", unit="step", dynamic_ncols=True)
@@ -171,18 +234,20 @@ def train_and_evaluate(cfg: training.TrainConfig, run: RunConfig, *, resume: boo
         host = dp.get_state(state)
         position = {"epoch": last["position"][0], "index": last["position"][1], "seed": cfg.seed}
         _save(latest, int(host.step), host, position)
-        if tag_metrics is not None:
+        if tag_metrics is not None and best is not None:
             _save(best, int(host.step), host, position, metrics=tag_metrics)
 
     deadline = time.monotonic() + run.max_seconds if run.max_seconds else math.inf
 
     def evaluate_and_checkpoint(state):
         ev = evaluate(cfg, dp.get_state(state).g_params, test_batches, eval_key)
-        history.update(ev)
-        metrics_file.write(json.dumps({"step": step, **ev}) + "\n")
+        shown = ev if has_test else {k.replace("test_", "train_", 1): v for k, v in ev.items()}
+        history.update(shown)
+        row = {"step": step, **shown, **({} if has_test else {"test_is_train": True})}
+        metrics_file.write(json.dumps(row) + "\n")
         metrics_file.flush()
-        for k, v in ev.items():
-            writer.add_scalar(f"test/{k}", v, step)
+        for k, v in shown.items():
+            writer.add_scalar(f"{kld_prefix}/{k}", v, step)
         checkpoint(state, ev)
         last["step"] = step
 
@@ -214,7 +279,7 @@ def train_and_evaluate(cfg: training.TrainConfig, run: RunConfig, *, resume: boo
                         for i, x in enumerate(v):
                             writer.add_scalar(f"{k}/{i}", x, step)
                 bar.set_postfix(d=f"{out['d_loss']:.3g}", g=f"{history.get('g_loss', float('nan')):.3g}",
-                                kld=f"{history.get('test_kld_mean', float('nan')):.3g}")
+                                kld=f"{history.get(f'{kld_prefix}_kld_mean', float('nan')):.3g}")
             if step % run.eval_every == 0 or step == total:
                 evaluate_and_checkpoint(state)
         if step > last["step"] and stop["signal"] is None:  # the time budget ran out between evaluations
@@ -235,11 +300,20 @@ def train_and_evaluate(cfg: training.TrainConfig, run: RunConfig, *, resume: boo
         metrics_file.close()
     if step > last["step"]:
         checkpoint(state)
-    if stop["signal"] is not None:
-        log(f"stopped by signal {stop['signal']} at step {step}; checkpoint saved, continue with --resume")
+    if stop["signal"] is not None and step >= total:
+        stop["signal"] = None  # it came during the last step: the run is complete
+    if stop["signal"] is not None and latest.latest_step() is None:
+        log(f"stopped by {signal.Signals(stop['signal']).name} before the first step; nothing was trained")
+    elif stop["signal"] is not None:
+        log(f"stopped by {signal.Signals(stop['signal']).name} at step {step} of {total}; checkpoint saved in "
+            f"{workdir / 'latest'}, continue with --resume")
     elif step < total:
         log(f"stopped after the time budget of {run.max_seconds:.0f} s at step {step} of {total}; checkpoint "
             f"saved, continue with --resume")
     history["step"] = step
+    history["generator_steps"] = generator_steps(cfg, step)
+    history["stopped_by_signal"] = stop["signal"]
+    if not has_test:
+        history["test_is_train"] = True
     history.update(_physical_values(cfg, dp.get_state(state).g_params))
     return history

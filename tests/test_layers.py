@@ -24,7 +24,7 @@ LAYERS = (
                               "models.discriminator"}),
     ("generator and statistics", {"generator", "baselines", "metrics", "structure", "isp_fit", "torch_import"}),
     ("training", {"training", "parallel", "perceptual", "run_config"}),
-    ("run folder", {"checkpoint"}),
+    ("run folder", {"checkpoint", "run_folder"}),
     ("loop, evaluation and applications", {"train_loop", "evaluation", "plots", "denoise", "denoise.io",
                                            "denoise.model", "denoise.train", "denoise.benchmark"}),
     ("interfaces", {"", "cli"}),  # the API facade and the CLIs' helpers: nothing in the package imports them

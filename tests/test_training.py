@@ -399,7 +399,9 @@ def _run(workdir, steps, resume=False, max_seconds=None, log=lambda *_: None):
     run = train_loop.RunConfig(workdir=str(workdir), dataset="synthetic", dataset_options=(("frame_size", (64, 64)),),
                                steps=steps, eval_every=10_000, log_every=10_000, keep=3, devices=1, test_bursts=1,
                                progress=False, max_seconds=max_seconds)
-    return train_loop.train_and_evaluate(CFG, run, resume=resume, log=log)
+    # A resume may lengthen the run (a half run continued to the full length).
+    return train_loop.train_and_evaluate(CFG, run, resume=resume, log=log,
+                                         allow_config_change=("steps",) if resume else ())
 
 
 @pytest.fixture(scope="module")

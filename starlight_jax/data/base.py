@@ -178,6 +178,13 @@ class BurstDataset:
             if self.frame_shape is not None and fp.shape[:2] != tuple(self.frame_shape):
                 raise ValueError(f"fixed_pattern covers {fp.shape[:2]} but frames are {self.frame_shape}")
 
+    @property
+    def min_frames(self) -> int | None:
+        """The fewest frames any item of either split holds: the longest window every burst can give
+        (1 for image pairs); None when the dataset has no items."""
+        counts = [s.info(i).num_frames for s in (self.train, self.test) for i in range(len(s))]
+        return min(counts) if counts else None
+
     def split(self, name: str) -> BurstSource:
         """Returns the split called ``name`` (``"train"`` or ``"test"``)."""
         if name not in ("train", "test"):
