@@ -85,10 +85,11 @@ class BenchmarkConfig:
       test_frames: frames scored per test burst (raw bursts; sRGB pairs have 1).
       max_test: score only the first N test bursts (None: all).
       max_train_bursts: fit the baselines on the first N train bursts of epoch 0 (None: all).
-      seed: the first seed (loader, init and step keys; the same for every method); also the baselines'
-        fitting seed.
+      seed: the first seed (loader, init and step keys; the same for every method).
       seeds: denoisers per method, with seeds ``seed, ..., seed + seeds - 1`` (the module docstring's
         spread and ties need >= 2).
+      fit_seed: the loader seed of the crops the baselines are fitted on; apart from the denoisers' seeds,
+        so that the noise sources under test stay the same whatever ``seed`` (like a learned model).
       fixed_pattern: add the data's fixed pattern to synthetic pairs (see the module docstring).
       methods: which of `METHODS` to train.
       denoiser: the network (its ``channels`` is set from the data).
@@ -108,6 +109,7 @@ class BenchmarkConfig:
     max_train_bursts: Optional[int] = None
     seed: int = 0
     seeds: int = 2
+    fit_seed: int = 0
     fixed_pattern: bool = True
     methods: tuple = METHODS
     denoiser: DenoiserConfig = DenoiserConfig(depth=_STD["depth"], width=_STD["width"])
@@ -129,8 +131,10 @@ class BenchmarkConfig:
                 raise ValueError(f"{name} must be a positive int or None, got {v!r}")
         if self.crop_size < 64 or self.crop_size % 64:
             raise ValueError(f"crop_size must be a positive multiple of 64, got {self.crop_size}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed must be an int >= 0, got {self.seed!r}")
+        for name in ("seed", "fit_seed"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ValueError(f"{name} must be an int >= 0, got {v!r}")
         bad = [m for m in self.methods if m not in METHODS]
         if bad or not self.methods or len(set(self.methods)) != len(self.methods):
             raise ValueError(f"methods must be distinct names from {METHODS}, got {self.methods}")
@@ -257,7 +261,7 @@ def _sources(config: BenchmarkConfig, dataset, model, frames: int, notes: list, 
         sources["model"] = learned_source(model, fp)
     if set(BASELINES) & set(config.methods):
         t0 = time.time()
-        base = evaluation.fit_baselines(dataset, crop_size=config.crop_size, frames=frames, seed=config.seed,
+        base = evaluation.fit_baselines(dataset, crop_size=config.crop_size, frames=frames, seed=config.fit_seed,
                                         max_bursts=config.max_train_bursts,
                                         subtract_fixed_pattern=config.fixed_pattern)
         log(f"[benchmark] baselines fitted on {base.n_bursts} train bursts ({time.time() - t0:.0f} s)")
@@ -363,7 +367,7 @@ def run_benchmark(train_data, *, model=None, test_data=None, config: BenchmarkCo
         "setup": {"dataset": train_data.name, "test_dataset": test_ds.name, "test_splits": list(splits),
                   "n_test_images": len(test["noisy"]), "test_frames": cfg.test_frames, "steps": cfg.steps,
                   "crop_size": cfg.crop_size, "frames": frames, "bursts_per_step": bursts,
-                  "batch_images": cfg.batch_images, "seed": cfg.seed, "seeds": seeds,
+                  "batch_images": cfg.batch_images, "seed": cfg.seed, "seeds": seeds, "fit_seed": cfg.fit_seed,
                   "spread": "max - min over seeds",
                   "tie_rule": "|mean_A - mean_B| <= max(spread_A, spread_B) (noisy input: spread 0)",
                   "fixed_pattern": cfg.fixed_pattern,
