@@ -71,6 +71,7 @@ def test_train_step_decreases_l1_on_gaussian_toy():
         noisy = clean + 0.1 * jax.random.normal(k2, clean.shape)
         state, m = step(state, {"clean": clean, "noisy": noisy}, jax.random.key(s))
         losses.append(float(m["loss"]))
+        assert float(m["l1_in"]) == pytest.approx(float(jnp.mean(jnp.abs(noisy - clean))), rel=1e-5)
     assert int(state.step) == 40 and len(traces) == 1  # no recompilation after the first step
     assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:3]), losses
 

@@ -59,6 +59,10 @@ LABELS = {"model": "(a) learned noise model", "gaussian": "(b) Gaussian", "poiss
           "binned_gaussian": "(e) binned Gaussian", "real": "(d) real pairs"}
 SHORT = {m: LABELS[m].split()[0] for m in METHODS}  # "(a)", ...
 BASELINES = ("gaussian", "poisson_gaussian", "binned_gaussian")
+# A denoiser whose final train L1 is within 2 % of its input's has (nearly) become the identity: with the
+# residual output and ReLUs, too large a step can kill every hidden unit, after which only the output
+# bias (the mean residual, ~0) is learned.
+COLLAPSE = 0.98
 
 
 # Flat sizes of the named presets. "standard" is BenchmarkConfig's default, chosen by measurement on a 2-core
@@ -299,7 +303,8 @@ def run_benchmark(train_data, *, model=None, test_data=None, config: BenchmarkCo
       ``tie_with_noisy``; ``ties``: the other methods it ties with (the module docstring's rule; None with one
       seed); ``train_l1_final``, ``train_seconds`` (summed over seeds), ``saved_to`` (first seed's); and
       ``per_seed``: one dict per seed with ``seed``, ``psnr``, ``ssim``, per-image lists, ``train_l1_final``
-      (mean of the last 10 % of steps), ``train_input_psnr``, ``train_seconds``, ``saved_to``), ``baselines``
+      (mean of the last 10 % of steps), ``train_l1_input`` (the noisy inputs' L1, same steps), ``collapsed``
+      (``train_l1_final >= COLLAPSE * train_l1_input``; also a note), ``train_input_psnr``, ``train_seconds``, ``saved_to``), ``baselines``
       (fitted parameters) and ``notes``. ``images`` holds the test ``clean``/``noisy`` lists, ``names`` and
       ``denoised[method]`` (the first seed's denoiser).
 
@@ -349,9 +354,16 @@ def run_benchmark(train_data, *, model=None, test_data=None, config: BenchmarkCo
                 images["denoised"][method] = den
             scores = score_images(den, test["clean"])
             tail = max(1, len(hist["loss"]) // 10)
-            run = {"seed": seed, **scores, "train_l1_final": float(np.mean(hist["loss"][-tail:])),
-                   "train_input_psnr": float(np.mean(hist["psnr_in"])), "train_seconds": hist["seconds"],
-                   "saved_to": None}
+            l1, l1_in = float(np.mean(hist["loss"][-tail:])), float(np.mean(hist["l1_in"][-tail:]))
+            run = {"seed": seed, **scores, "train_l1_final": l1, "train_l1_input": l1_in,
+                   "collapsed": l1 >= COLLAPSE * l1_in, "train_input_psnr": float(np.mean(hist["psnr_in"])),
+                   "train_seconds": hist["seconds"], "saved_to": None}
+            if run["collapsed"]:
+                notes.append(f"{LABELS[method]} seed {seed} ended no better than its input on the train crops "
+                             f"(L1 {l1:.5f} vs the input's {l1_in:.5f}): it collapsed to (nearly) the identity, "
+                             f"so its test score says nothing about the noise source; try a lower --lr or more "
+                             f"--warmup_steps")
+                log(f"[benchmark] warning: {notes[-1]}")
             if save_dir is not None:
                 name = method if seed == seeds[0] else f"{method}_seed{seed}"
                 path = save_denoiser(f"{save_dir}/{name}", params, denoiser, meta={
@@ -408,6 +420,7 @@ def _summarise(method: str, runs: list) -> dict:
             "train_l1_final": float(np.mean([r["train_l1_final"] for r in runs])),
             "train_input_psnr": float(np.mean([r["train_input_psnr"] for r in runs])),
             "train_seconds": float(sum(r["train_seconds"] for r in runs)), "saved_to": runs[0]["saved_to"],
+            "collapsed_seeds": [r["seed"] for r in runs if r.get("collapsed")],
             "per_seed": runs}
 
 
@@ -467,7 +480,9 @@ def results_table(result: dict) -> str:
              f"{result['noisy_input']['ssim']:.4f}", None, None, None, None, None, None]]
     for m, r in result["results"].items():
         ties = r.get("ties")
-        rows.append([r["label"], f"{r['psnr']:.3f}", f"{r['psnr_spread']:.3f}", f"{r['ssim']:.4f}",
+        dead = r.get("collapsed_seeds")
+        label = r["label"] + (f" [collapsed: seed {', '.join(map(str, dead))}]" if dead else "")
+        rows.append([label, f"{r['psnr']:.3f}", f"{r['psnr_spread']:.3f}", f"{r['ssim']:.4f}",
                      f"{r['ssim_spread']:.4f}", gap(r["psnr_gap_to_real"], r.get("tie_with_real")),
                      gap(r["psnr_gap_to_noisy"], r.get("tie_with_noisy")),
                      None if ties is None else (", ".join(SHORT[o] for o in ties) or "none"),

@@ -235,7 +235,8 @@ def train_step(state: DenoiserState, batch: dict, key, noise_params=None, *, con
       axis_name: the pmap axis name; None under jit (sharded or not).
 
     Returns:
-      ``(new_state, {"loss": L1, "psnr_in": mean PSNR of the noisy inputs})``.
+      ``(new_state, {"loss": L1, "psnr_in": mean PSNR of the noisy inputs, "l1_in": L1 of the noisy inputs
+      (the loss of the identity, which a denoiser that collapsed to it scores)})``.
     """
     from starlight_jax.metrics import psnr
 
@@ -247,12 +248,13 @@ def train_step(state: DenoiserState, batch: dict, key, noise_params=None, *, con
 
     loss, grads = jax.value_and_grad(loss_fn)(state.params)
     psnr_in = jnp.mean(psnr(noisy, clean))
+    l1_in = jnp.mean(jnp.abs(noisy - clean))
     if axis_name is not None:
-        loss, grads, psnr_in = jax.lax.pmean((loss, grads, psnr_in), axis_name)
+        loss, grads, psnr_in, l1_in = jax.lax.pmean((loss, grads, psnr_in, l1_in), axis_name)
     updates, opt_state = train_config.optimizer().update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
-    return new_state, {"loss": loss, "psnr_in": psnr_in}
+    return new_state, {"loss": loss, "psnr_in": psnr_in, "l1_in": l1_in}
 
 
 @functools.partial(jax.jit, static_argnames=("config",))
@@ -298,7 +300,7 @@ def train_denoiser(batches, steps: int, *, config: DenoiserConfig,
       name: label in log lines and errors.
 
     Returns:
-      ``params`` (on the host) and ``{"loss": [per-step L1], "psnr_in": [...], "seconds": float}``.
+      ``params`` (on the host) and ``{"loss": [per-step L1], "psnr_in": [...], "l1_in": [...], "seconds": float}``.
 
     Raises:
       NonFiniteLoss: the loss became NaN/inf, naming the step.
@@ -316,7 +318,7 @@ def train_denoiser(batches, steps: int, *, config: DenoiserConfig,
                            noise_fn=None if source is None else source.fn)
     step_fn = dp.step(fn, replicated_args=2)
     noise_params = None if source is None else source.params
-    history = {"loss": [], "psnr_in": []}
+    history = {"loss": [], "psnr_in": [], "l1_in": []}
     t0 = time.time()
     pending = []
     for s in range(int(steps)):
@@ -329,6 +331,7 @@ def train_denoiser(batches, steps: int, *, config: DenoiserConfig,
                 m = dp.metrics(m)
                 history["loss"].append(m["loss"])
                 history["psnr_in"].append(m["psnr_in"])
+                history["l1_in"].append(m["l1_in"])
             pending = []
             if not math.isfinite(history["loss"][-1]):
                 raise NonFiniteLoss(f"{name}: non-finite L1 loss at step {len(history['loss']) - 1}")
