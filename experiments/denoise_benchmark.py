@@ -15,7 +15,7 @@ and to the noisy input, marked ``tie`` when inside the larger spread), writes ``
 ``<out>/denoisers/<method>/`` (first seed; ``<method>_seed<s>`` for the others; for ``experiments/denoise.py``).
 ``--out`` defaults to ``<noise run>/denoise_benchmark/``.
 
-Sizes come from ``--preset`` (``standard``, the default: 400 steps of a 6-layer, 32-wide DnCNN on 8 crops of
+Sizes come from ``--preset`` (``standard``, the default: 300 steps of an 8-layer, 32-wide DnCNN on 8 crops of
 64 px, cosine learning rate; ``tiny``: a smoke test) and any size flag overrides its value; see
 docs/denoise_benchmark.md for why and what it measures. Dataset, data folder and dataset options default to
 the noise run's config.json. The logic lives in `starlight_jax.denoise`.

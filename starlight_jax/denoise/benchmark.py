@@ -66,13 +66,13 @@ COLLAPSE = 0.98
 
 
 # Flat sizes of the named presets. "standard" is BenchmarkConfig's default, chosen by measurement on a 2-core
-# CPU (docs/denoise_benchmark.md): real pairs beat the noisy input by > 1 dB on PolyU's test split and two
-# seeds agree to ~0.1 dB, while 4 methods x 2 seeds stay within ~10 minutes. "tiny" only checks the plumbing.
+# CPU (docs/denoise_benchmark.md): 4 methods x 2 seeds in ~10 minutes of two cores. A peak lr of 2e-3 killed
+# whole denoisers (see COLLAPSE); 1e-3 with a warm-up and a cosine decay to 0 did not. "tiny" checks plumbing.
 PRESETS = {
     "tiny": {"steps": 3, "crop_size": 64, "batch_images": 4, "depth": 2, "width": 4, "lr": 1e-3,
              "schedule": "constant", "warmup_steps": 0},
-    "standard": {"steps": 400, "crop_size": 64, "batch_images": 8, "depth": 6, "width": 32, "lr": 2e-3,
-                 "schedule": "cosine", "warmup_steps": 20},
+    "standard": {"steps": 300, "crop_size": 64, "batch_images": 8, "depth": 8, "width": 32, "lr": 1e-3,
+                 "schedule": "cosine", "warmup_steps": 30},
 }
 _STD = PRESETS["standard"]
 
