@@ -2,20 +2,24 @@
 
     python experiments/denoise_benchmark.py          # newest noise run under checkpoints/, its dataset
                                                      # (none yet: the shipped starlight_jax/assets/default)
-    python experiments/denoise_benchmark.py --noise_checkpoint checkpoints/<run> --steps 1000 --crop 128
-    python experiments/denoise_benchmark.py --noise_checkpoint none --methods gaussian,poisson_gaussian,real \\
+    python experiments/denoise_benchmark.py --noise_checkpoint checkpoints/<run> --seeds 3 --steps 1000
+    python experiments/denoise_benchmark.py --noise_checkpoint none --methods poisson_gaussian,binned_gaussian,real \\
         --dataset pairs --data_dir ../shared/data/srgb_pairs/polyu --test_data_dir ../shared/data/srgb_pairs/nam
 
-Trains the same DnCNN (same init, batches, steps and step keys) on pairs made from the train split's clean
-crops by (a) the learned noise model, (b) a fitted Gaussian, (c) a fitted Poisson-Gaussian, (d) the real
-noisy images, and scores each on real held-out pairs (the test split; with ``--test_data_dir B``, every
-pair of B). Prints a table (PSNR, SSIM, gaps to (d), the noisy input), writes ``--json`` (default
-``<out>/benchmark.json``), the figure ``<out>/denoised.png`` and the denoisers ``<out>/denoisers/<method>/``
-(for ``experiments/denoise.py``). ``--out`` defaults to ``<noise run>/denoise_benchmark/``.
+Trains the same DnCNN (for a given seed: same init, crops, batch order, steps and step keys) on pairs made
+from the train split's clean crops by (a) the learned noise model, (b) a fitted Gaussian, (c) a fitted
+Poisson-Gaussian, (e) a fitted binned (per channel, per intensity) Gaussian, (d) the real noisy images,
+``--seeds`` times each, and scores each on real held-out pairs (the test split; with ``--test_data_dir B``,
+every pair of B). Prints a table (PSNR and SSIM means over seeds with their spread, max - min; gaps to (d)
+and to the noisy input, marked ``tie`` when inside the larger spread), writes ``--json`` (default
+``<out>/benchmark.json``, with every seed's numbers), the figure ``<out>/denoised.png`` and the denoisers
+``<out>/denoisers/<method>/`` (first seed; ``<method>_seed<s>`` for the others; for ``experiments/denoise.py``).
+``--out`` defaults to ``<noise run>/denoise_benchmark/``.
 
-Defaults (300 steps of an 8-layer, 32-wide DnCNN on 8 crops of 64 px per step, 2 frames of each test
-burst) take about 5-10 minutes on a 2-core CPU with the embedded synthetic data. Dataset, data folder and
-dataset options default to the noise run's config.json. The logic lives in `starlight_jax.denoise`.
+Sizes come from ``--preset`` (``standard``, the default: 300 steps of an 8-layer, 32-wide DnCNN on 8 crops of
+64 px, cosine learning rate; ``tiny``: a smoke test) and any size flag overrides its value; see
+docs/denoise_benchmark.md for why and what it measures. Dataset, data folder and dataset options default to
+the noise run's config.json. The logic lives in `starlight_jax.denoise`.
 """
 from __future__ import annotations
 
@@ -44,20 +48,26 @@ def parse_args(argv=None):
     ap.add_argument("--frame_size", type=int, default=None, help="synthetic only: frame side (default: the run's)")
     ap.add_argument("--test_data_dir", default=None,
                     help="test on every pair of this folder instead of the test split (same --dataset type)")
-    ap.add_argument("--methods", default="model,gaussian,poisson_gaussian,real",
-                    help="comma-separated subset of model, gaussian, poisson_gaussian, real")
-    ap.add_argument("--steps", type=int, default=300, help="training steps per denoiser")
-    ap.add_argument("--crop", "--crop_size", dest="crop", type=int, default=64, help="training crop (multiple of 64)")
-    ap.add_argument("--batch_images", type=int, default=8, help="images per step (bursts x frames)")
+    ap.add_argument("--methods", default="model,poisson_gaussian,binned_gaussian,real",
+                    help="comma-separated subset of model, gaussian, poisson_gaussian, binned_gaussian, real")
+    ap.add_argument("--preset", default="standard", help="named sizes: standard (default) or tiny; the size "
+                    "flags below (default: the preset's) override it")
+    ap.add_argument("--seeds", type=int, default=2, help="denoisers per method (seeds --seed, --seed + 1, ...); "
+                    "ties need >= 2")
+    ap.add_argument("--steps", type=int, default=None, help="training steps per denoiser")
+    ap.add_argument("--crop", "--crop_size", dest="crop", type=int, default=None, help="training crop (multiple of 64)")
+    ap.add_argument("--batch_images", type=int, default=None, help="images per step (bursts x frames)")
     ap.add_argument("--frames", type=int, default=None, help="frames per training burst (default min(4, data's))")
     ap.add_argument("--test_frames", type=int, default=2, help="frames scored per test burst")
     ap.add_argument("--max_test", type=int, default=None, help="score only the first N test bursts")
     ap.add_argument("--max_train_bursts", type=int, default=None, help="fit the baselines on N train bursts")
-    ap.add_argument("--depth", type=int, default=8, help="DnCNN convolutions")
-    ap.add_argument("--width", type=int, default=32, help="DnCNN features")
+    ap.add_argument("--depth", type=int, default=None, help="DnCNN convolutions")
+    ap.add_argument("--width", type=int, default=None, help="DnCNN features")
     ap.add_argument("--predict_clean", action="store_true", help="predict the clean image, not the noise")
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--lr", type=float, default=None, help="(peak) Adam learning rate")
+    ap.add_argument("--schedule", default=None, choices=["constant", "cosine"], help="learning-rate schedule")
+    ap.add_argument("--warmup_steps", type=int, default=None, help="linear warm-up steps (cosine)")
+    ap.add_argument("--seed", type=int, default=0, help="first seed")
     ap.add_argument("--no_fixed_pattern", action="store_true",
                     help="do not add the data's fixed pattern to synthetic pairs (baselines fit the raw residual)")
     ap.add_argument("--parallel", default="shard", choices=["shard", "pmap"])
@@ -83,7 +93,6 @@ def main(argv=None):
     from starlight_jax import evaluation, files
     from starlight_jax.checkpoint import load_noise_model, load_run_config, resolve_run, run_or_default
     from starlight_jax.data import load_dataset
-    from starlight_jax.denoise import DenoiserConfig, DenoiseTrainConfig
     from starlight_jax.denoise import benchmark as bench
 
     t0 = time.time()
@@ -110,15 +119,15 @@ def main(argv=None):
     except ValueError as e:
         fail(str(e))
     try:
-        config = bench.BenchmarkConfig(
-            steps=args.steps, crop_size=args.crop, batch_images=args.batch_images, frames=args.frames,
+        config = bench.preset_config(
+            args.preset, steps=args.steps, crop_size=args.crop, batch_images=args.batch_images, frames=args.frames,
             test_frames=args.test_frames, max_test=args.max_test, max_train_bursts=args.max_train_bursts,
-            seed=args.seed, fixed_pattern=not args.no_fixed_pattern, methods=methods,
-            denoiser=DenoiserConfig(depth=args.depth, width=args.width, residual=not args.predict_clean),
-            train=DenoiseTrainConfig(lr=args.lr), parallel=args.parallel, devices=args.devices,
+            seed=args.seed, seeds=args.seeds, fixed_pattern=not args.no_fixed_pattern, methods=methods,
+            depth=args.depth, width=args.width, residual=not args.predict_clean, lr=args.lr,
+            schedule=args.schedule, warmup_steps=args.warmup_steps, parallel=args.parallel, devices=args.devices,
             log_every=args.log_every)
     except ValueError as e:
-        fail(str(e))
+        fail(f"{e} (check --preset and the size flags)")
 
     model, info, options = None, None, None
     if args.frame_size:

@@ -71,6 +71,7 @@ def test_train_step_decreases_l1_on_gaussian_toy():
         noisy = clean + 0.1 * jax.random.normal(k2, clean.shape)
         state, m = step(state, {"clean": clean, "noisy": noisy}, jax.random.key(s))
         losses.append(float(m["loss"]))
+        assert float(m["l1_in"]) == pytest.approx(float(jnp.mean(jnp.abs(noisy - clean))), rel=1e-5)
     assert int(state.step) == 40 and len(traces) == 1  # no recompilation after the first step
     assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:3]), losses
 
@@ -176,13 +177,13 @@ def _fake_noise_run(root: pathlib.Path) -> pathlib.Path:
     return workdir
 
 
-def test_benchmark_main_end_to_end_then_denoise_cli(tmp_path):
+def test_benchmark_main_end_to_end_then_denoise_cli(tmp_path, capsys):
     _fake_noise_run(tmp_path / "runs")
     out = tmp_path / "bench"
     result = _cli("denoise_benchmark").main([
-        "--root", str(tmp_path / "runs"), "--steps", "3", "--crop", "64", "--batch_images", "4", "--frames", "2",
-        "--test_frames", "1", "--max_test", "1", "--max_train_bursts", "2", "--depth", "2", "--width", "4",
-        "--devices", "1", "--log_every", "0", "--out", str(out)])
+        "--root", str(tmp_path / "runs"), "--preset", "tiny", "--seeds", "2", "--batch_images", "4", "--frames", "2",
+        "--test_frames", "1", "--max_test", "1", "--max_train_bursts", "2", "--width", "3",
+        "--methods", ",".join(METHODS), "--devices", "1", "--log_every", "0", "--out", str(out)])
     doc = json.loads((out / "benchmark.json").read_text())
     assert set(doc) >= {"setup", "noise_checkpoint", "noisy_input", "results", "baselines", "notes", "figure"}
     assert list(doc["results"]) == list(METHODS)
@@ -191,6 +192,16 @@ def test_benchmark_main_end_to_end_then_denoise_cli(tmp_path):
                           "saved_to"}
         assert np.isfinite(r["psnr"]) and 0 < r["ssim"] <= 1
     assert doc["results"]["real"]["psnr_gap_to_real"] == 0
+    assert doc["setup"]["seeds"] == [0, 1] and doc["setup"]["denoiser"]["width"] == 3  # flag over preset
+    for m, r in doc["results"].items():  # every seed's numbers are kept, the summary is their mean
+        assert [x["seed"] for x in r["per_seed"]] == [0, 1], m
+        assert r["psnr"] == pytest.approx(np.mean([x["psnr"] for x in r["per_seed"]]))
+        assert r["psnr_spread"] == pytest.approx(np.ptp([x["psnr"] for x in r["per_seed"]]))
+        assert isinstance(r["ties"], list) and isinstance(r["tie_with_noisy"], bool)
+        assert len(r["per_seed"][1]["psnr_per_image"]) == 1
+    assert (out / "denoisers" / "real_seed1" / "params.npz").is_file()
+    printed = capsys.readouterr().out
+    assert "\ntest set: synthetic test split, 1 images;" in printed and "2 seed(s) [0, 1]" in printed
     assert doc["setup"]["n_test_images"] == 1 and doc["noisy_input"]["psnr"] > 0
     assert doc["noise_checkpoint"]["noiselist"] == "shot_read_uniform"
     assert (out / "denoised.png").is_file() and result["results"]["model"]["psnr"] == doc["results"]["model"]["psnr"]
@@ -200,3 +211,122 @@ def test_benchmark_main_end_to_end_then_denoise_cli(tmp_path):
     den = _cli("denoise").main(["--checkpoint", str(out / "denoisers" / "model"), "--input",
                                 str(tmp_path / "raw.npy"), "--output", str(tmp_path / "den.npy")])
     assert np.load(tmp_path / "den.npy").shape == (21, 30, 4) and den.shape == (21, 30, 4)
+
+
+# ------------------------------------------------------------------------------------------------------
+# Benchmark: seeds, spread and ties, presets, schedule, the binned-Gaussian source
+# ------------------------------------------------------------------------------------------------------
+def test_spread_and_tie_rule_on_made_up_numbers():
+    from starlight_jax.denoise.benchmark import is_tie, spread
+
+    assert spread([31.2]) == 0 and spread([30.0, 30.3, 30.1]) == pytest.approx(0.3)
+    a = [30.0, 30.3]  # mean 30.15, spread 0.3
+    assert is_tie(a, [30.3, 30.4])  # gap 0.2 <= the larger spread 0.3 (b's own spread is only 0.1)
+    assert is_tie([30.3, 30.4], a)  # symmetric
+    assert not is_tie(a, [30.5, 30.6])  # gap 0.4 > 0.3
+    assert not is_tie([30.0, 30.01], [30.1, 30.11])  # tight seeds: a 0.1 dB gap is real
+    assert is_tie(a, [30.2]) and not is_tie(a, [29.8])  # a seedless reference (noisy input): spread 0
+    assert is_tie([30.0], [30.0]) and not is_tie([30.0], [30.01])
+
+
+def test_compare_fills_gaps_and_ties_and_none_with_one_seed():
+    from starlight_jax.denoise.benchmark import _compare, _summarise
+
+    def runs(psnrs):
+        return [{"seed": i, "psnr": p, "ssim": 0.9, "psnr_per_image": [p], "ssim_per_image": [0.9],
+                 "train_l1_final": 0.01, "train_input_psnr": 30.0, "train_seconds": 1.0, "saved_to": None}
+                for i, p in enumerate(psnrs)]
+
+    noisy = {"psnr": 29.0, "ssim": 0.8}
+    res = {"poisson_gaussian": _summarise("poisson_gaussian", runs([30.0, 30.3])),
+           "binned_gaussian": _summarise("binned_gaussian", runs([30.3, 30.4])),
+           "real": _summarise("real", runs([30.9, 31.0]))}
+    _compare(res, noisy, 2)
+    pg = res["poisson_gaussian"]
+    assert pg["psnr"] == pytest.approx(30.15) and pg["psnr_spread"] == pytest.approx(0.3)
+    assert pg["psnr_gap_to_real"] == pytest.approx(-0.8) and pg["tie_with_real"] is False
+    assert pg["psnr_gap_to_noisy"] == pytest.approx(1.15) and pg["tie_with_noisy"] is False
+    assert pg["ties"] == ["binned_gaussian"] and res["real"]["ties"] == []
+    assert res["real"]["tie_with_real"] is True
+    one = {"real": _summarise("real", runs([30.9]))}
+    _compare(one, noisy, 1)
+    assert one["real"]["ties"] is None and one["real"]["tie_with_noisy"] is None
+
+
+def test_presets_and_overrides():
+    from starlight_jax.denoise.benchmark import PRESETS, BenchmarkConfig, preset_config
+
+    assert preset_config("standard") == BenchmarkConfig()  # the library default is the standard preset
+    cfg = preset_config("tiny", steps=7, width=None, lr=3e-3, seeds=3)
+    assert cfg.steps == 7 and cfg.seeds == 3 and cfg.train.lr == 3e-3
+    assert cfg.denoiser.width == PRESETS["tiny"]["width"] and cfg.crop_size == PRESETS["tiny"]["crop_size"]
+    with pytest.raises(ValueError, match="preset must be one of"):
+        preset_config("huge")
+    with pytest.raises(ValueError, match="unknown benchmark option"):
+        preset_config("tiny", widht=3)
+    with pytest.raises(ValueError, match="seeds must be a positive int"):
+        preset_config("tiny", seeds=0)
+
+
+def test_cosine_schedule_warms_up_decays_to_zero_and_is_sized_by_train_denoiser():
+    tc = DenoiseTrainConfig(lr=2e-3, schedule="cosine", warmup_steps=10, decay_steps=110)
+    lr = tc.learning_rate()
+    assert float(lr(0)) == 0 and float(lr(5)) == pytest.approx(1e-3) and float(lr(10)) == pytest.approx(2e-3)
+    assert float(lr(60)) == pytest.approx(1e-3, rel=1e-5) and float(lr(110)) == 0
+    assert DenoiseTrainConfig(lr=1e-3).learning_rate() == 1e-3
+    with pytest.raises(ValueError, match="needs decay_steps"):
+        DenoiseTrainConfig(schedule="cosine").optimizer()
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        DenoiseTrainConfig(schedule="step")
+    # train_denoiser sizes the decay to its steps: the same as decay_steps=steps, not as a longer decay.
+    from starlight_jax.denoise import train_denoiser
+    from starlight_jax.parallel import DataParallel
+
+    cfg = DenoiserConfig(channels=1, **TINY)
+    clean = np.asarray(_smooth(jax.random.key(0), (2, 1, 16, 16, 1)))
+    noisy = clean + 0.1 * np.asarray(jax.random.normal(jax.random.key(1), clean.shape))
+
+    def train(**kw):
+        params, _ = train_denoiser(iter([{"clean": clean, "noisy": noisy}] * 3), 3, config=cfg, seed=0,
+                                   parallel=DataParallel("shard", jax.local_devices()[:1]), log=lambda *_: None,
+                                   train_config=DenoiseTrainConfig(lr=1e-2, schedule="cosine", **kw))
+        return np.concatenate([np.ravel(x) for x in jax.tree_util.tree_leaves(params)])
+
+    auto = train()
+    np.testing.assert_allclose(auto, train(decay_steps=3), atol=1e-7)
+    assert np.abs(auto - train(decay_steps=100)).max() > 1e-5
+
+
+def test_binned_gaussian_source_adds_its_mean():
+    from starlight_jax.baselines import BinnedGaussianBaseline
+    from starlight_jax.denoise.train import make_noisy
+
+    mu = jnp.stack([jnp.linspace(0.0, 0.1, 4)] * 2, axis=-1)  # mean 0 .. 0.1 over 4 bins, 2 channels
+    src = baseline_source("binned_gaussian", BinnedGaussianBaseline(mu, jnp.zeros((4, 2))))
+    clean = jnp.full((1, 2, 8, 8, 2), 0.625)  # centre of bin 2 of 4: mu = 0.1 * 2 / 3
+    noisy = make_noisy({"clean": clean}, jax.random.key(0), src.params, noise_fn=src.fn)
+    np.testing.assert_allclose(noisy, 0.625 + 0.2 / 3, atol=1e-6)
+
+
+def test_benchmark_seeds_differ_and_the_same_seed_repeats():
+    from starlight_jax.data import load_dataset
+    from starlight_jax.denoise.benchmark import preset_config, run_benchmark
+
+    data = load_dataset("synthetic", frame_size=(64, 64))
+    methods = ("poisson_gaussian", "real")
+    kw = dict(methods=methods, batch_images=4, frames=2, test_frames=1, max_test=1, max_train_bursts=2, devices=1,
+              log_every=0)
+    quiet = lambda *_: None  # noqa: E731
+    two, _ = run_benchmark(data, config=preset_config("tiny", seeds=2, **kw), log=quiet)
+    again, _ = run_benchmark(data, config=preset_config("tiny", seed=1, seeds=1, **kw), log=quiet)
+    assert two["setup"]["seeds"] == [0, 1] and again["setup"]["seeds"] == [1]
+    for m in methods:
+        r = two["results"][m]
+        runs = r["per_seed"]
+        assert [x["seed"] for x in runs] == [0, 1]
+        assert abs(runs[0]["psnr"] - runs[1]["psnr"]) > 1e-4  # another init and other batches
+        assert r["psnr"] == pytest.approx((runs[0]["psnr"] + runs[1]["psnr"]) / 2)
+        assert r["psnr_spread"] == pytest.approx(abs(runs[0]["psnr"] - runs[1]["psnr"]))
+        np.testing.assert_allclose(again["results"][m]["per_seed"][0]["psnr_per_image"], runs[1]["psnr_per_image"],
+                                   rtol=0, atol=1e-6)  # seed 1 alone = seed 1 of the pair
+    assert isinstance(two["results"]["real"]["ties"], list) and again["results"]["real"]["ties"] is None

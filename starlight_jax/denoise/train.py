@@ -8,7 +8,7 @@
   patterns). Synthesis on the device keeps the step one compiled program under data parallelism.
 * `eval_step(params, noisy, *, config)`: the denoised images, clipped to [0, 1].
 * `NoiseSource` + `learned_source` / `baseline_source`: the pairs of issue #8: a trained `NoiseModel`,
-  a fitted Gaussian or Poisson-Gaussian baseline; ``None`` means the real noisy images.
+  a fitted Gaussian, Poisson-Gaussian or binned Gaussian baseline; ``None`` means the real noisy images.
 * `train_denoiser(...)`: the Python loop (batches from a `BurstLoader`, `DataParallel` placement,
   step keys ``fold_in(key, step)``, non-finite check, loss log).
 
@@ -35,31 +35,60 @@ from flax import struct
 
 from starlight_jax.denoise.model import DenoiserConfig, apply_denoiser, denoise, init_denoiser
 
+SCHEDULES = ("constant", "cosine")
+
 
 @dataclasses.dataclass(frozen=True)
 class DenoiseTrainConfig:
     """Optimiser settings of a denoiser (the model itself is a `DenoiserConfig`).
 
     Attributes:
-      lr: Adam learning rate.
+      lr: Adam (peak) learning rate.
       b1: Adam beta1.
       b2: Adam beta2.
       grad_clip: global gradient-norm clip (None: off).
+      schedule: ``"constant"`` (``lr`` throughout) or ``"cosine"``: a linear warm-up from 0 over
+        ``warmup_steps``, then a cosine decay to 0 at ``decay_steps``. Decaying to 0 ends training at a
+        minimum rather than wherever Adam's last noisy steps left it, so denoisers trained with different
+        seeds agree far better (`starlight_jax.denoise.benchmark` relies on it to call ties).
+      warmup_steps: steps of linear warm-up (``"cosine"`` only).
+      decay_steps: the step at which the cosine reaches 0 (warm-up included); None: `train_denoiser` sets
+        it to its ``steps``.
     """
 
     lr: float = 1e-3
     b1: float = 0.9
     b2: float = 0.999
     grad_clip: Optional[float] = 1.0
+    schedule: str = "constant"
+    warmup_steps: int = 0
+    decay_steps: Optional[int] = None
 
     def __post_init__(self):
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ValueError(f"grad_clip must be > 0 or None, got {self.grad_clip}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be an int >= 0, got {self.warmup_steps!r}")
+        if self.decay_steps is not None and (isinstance(self.decay_steps, bool) or not isinstance(
+                self.decay_steps, int) or self.decay_steps <= self.warmup_steps):
+            raise ValueError(f"decay_steps must be an int > warmup_steps ({self.warmup_steps}) or None, "
+                             f"got {self.decay_steps!r}")
+
+    def learning_rate(self):
+        """The learning rate: a float, or an optax schedule of the step."""
+        if self.schedule == "constant":
+            return self.lr
+        if self.decay_steps is None:
+            raise ValueError("schedule 'cosine' needs decay_steps (train_denoiser sets it to its steps)")
+        return optax.warmup_cosine_decay_schedule(0.0 if self.warmup_steps else self.lr, self.lr,
+                                                  self.warmup_steps, self.decay_steps, end_value=0.0)
 
     def optimizer(self) -> optax.GradientTransformation:
-        adam = optax.adam(self.lr, b1=self.b1, b2=self.b2)
+        adam = optax.adam(self.learning_rate(), b1=self.b1, b2=self.b2)
         return adam if self.grad_clip is None else optax.chain(optax.clip_by_global_norm(self.grad_clip), adam)
 
 
@@ -130,10 +159,10 @@ def learned_source(model, fixed_pattern=None) -> NoiseSource:
 
 
 def _baseline_noise(params, key, clean, offset):
-    from starlight_jax.evaluation import baseline_std
+    from starlight_jax.evaluation import baseline_mean, baseline_std
 
     base = params["baseline"]
-    mean = clean
+    mean = clean + baseline_mean(base, clean)
     if params["fixed_pattern"] is not None:
         mean = clean + _crop_map(params["fixed_pattern"], offset, *clean.shape[-3:-1])
     eps = jax.random.normal(key, clean.shape, clean.dtype)
@@ -141,10 +170,10 @@ def _baseline_noise(params, key, clean, offset):
 
 
 def baseline_source(name: str, baseline, fixed_pattern=None) -> NoiseSource:
-    """A fitted `GaussianBaseline` / `PoissonGaussianBaseline` as a `NoiseSource`.
+    """A fitted `GaussianBaseline` / `PoissonGaussianBaseline` / `BinnedGaussianBaseline` as a `NoiseSource`.
 
-    ``clip(clean + fixed_pattern + std(clean) * eps, 0, 1)``; without ``fixed_pattern`` this is exactly
-    ``baseline.sample(key, clean)``.
+    ``clip(clean + fixed_pattern + mean(clean) + std(clean) * eps, 0, 1)`` (the mean is 0 but for the
+    binned Gaussian); without ``fixed_pattern`` this is exactly ``baseline.sample(key, clean)``.
     """
     channels = (baseline.sigma if hasattr(baseline, "sigma") else baseline.a).shape[-1]
     return NoiseSource(name, _baseline_noise, {"baseline": baseline,
@@ -206,7 +235,8 @@ def train_step(state: DenoiserState, batch: dict, key, noise_params=None, *, con
       axis_name: the pmap axis name; None under jit (sharded or not).
 
     Returns:
-      ``(new_state, {"loss": L1, "psnr_in": mean PSNR of the noisy inputs})``.
+      ``(new_state, {"loss": L1, "psnr_in": mean PSNR of the noisy inputs, "l1_in": L1 of the noisy inputs
+      (the loss of the identity, which a denoiser that collapsed to it scores)})``.
     """
     from starlight_jax.metrics import psnr
 
@@ -218,12 +248,13 @@ def train_step(state: DenoiserState, batch: dict, key, noise_params=None, *, con
 
     loss, grads = jax.value_and_grad(loss_fn)(state.params)
     psnr_in = jnp.mean(psnr(noisy, clean))
+    l1_in = jnp.mean(jnp.abs(noisy - clean))
     if axis_name is not None:
-        loss, grads, psnr_in = jax.lax.pmean((loss, grads, psnr_in), axis_name)
+        loss, grads, psnr_in, l1_in = jax.lax.pmean((loss, grads, psnr_in, l1_in), axis_name)
     updates, opt_state = train_config.optimizer().update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
-    return new_state, {"loss": loss, "psnr_in": psnr_in}
+    return new_state, {"loss": loss, "psnr_in": psnr_in, "l1_in": l1_in}
 
 
 @functools.partial(jax.jit, static_argnames=("config",))
@@ -269,7 +300,7 @@ def train_denoiser(batches, steps: int, *, config: DenoiserConfig,
       name: label in log lines and errors.
 
     Returns:
-      ``params`` (on the host) and ``{"loss": [per-step L1], "psnr_in": [...], "seconds": float}``.
+      ``params`` (on the host) and ``{"loss": [per-step L1], "psnr_in": [...], "l1_in": [...], "seconds": float}``.
 
     Raises:
       NonFiniteLoss: the loss became NaN/inf, naming the step.
@@ -279,13 +310,15 @@ def train_denoiser(batches, steps: int, *, config: DenoiserConfig,
     if isinstance(steps, bool) or int(steps) < 1:
         raise ValueError(f"steps must be a positive int, got {steps!r}")
     dp = parallel or DataParallel("shard")
+    if train_config.schedule != "constant" and train_config.decay_steps is None:
+        train_config = dataclasses.replace(train_config, decay_steps=int(steps))
     init_key, step_key = jax.random.split(jax.random.key(seed))
     state = dp.put_state(create_train_state(init_key, config, train_config))
     fn = functools.partial(train_step, config=config, train_config=train_config,
                            noise_fn=None if source is None else source.fn)
     step_fn = dp.step(fn, replicated_args=2)
     noise_params = None if source is None else source.params
-    history = {"loss": [], "psnr_in": []}
+    history = {"loss": [], "psnr_in": [], "l1_in": []}
     t0 = time.time()
     pending = []
     for s in range(int(steps)):
@@ -298,6 +331,7 @@ def train_denoiser(batches, steps: int, *, config: DenoiserConfig,
                 m = dp.metrics(m)
                 history["loss"].append(m["loss"])
                 history["psnr_in"].append(m["psnr_in"])
+                history["l1_in"].append(m["l1_in"])
             pending = []
             if not math.isfinite(history["loss"][-1]):
                 raise NonFiniteLoss(f"{name}: non-finite L1 loss at step {len(history['loss']) - 1}")
