@@ -329,7 +329,7 @@ def synthesize(key, clean, params=None, *, noiselist=None, compat: Optional[str]
       params: ``None``, a dict of noise parameters (`starlight_jax.init_params`), or a full `NoiseModel`
         (config + params, U-Net included). ``None`` without ``noiselist``: the trained default model for
         the image's channel count (`DEFAULT_MODEL_DIRS`: 4 → ``starlight_jax/assets/default``, packed
-        raw; 3 → ``starlight_jax/assets/srgb`` once shipped); ``None`` with a ``noiselist``: that
+        raw; 3 → ``starlight_jax/assets/srgb``, sRGB, trained on PolyU); ``None`` with a ``noiselist``: that
         noiselist's initial, untrained values.
       noiselist: a `--noiselist` string or `NoiseConfig` (default
         ``shot_read_uniform_row1_rowt_fixed1_periodic``); not with a `NoiseModel`.
