@@ -104,7 +104,7 @@ def generator_steps(cfg: training.TrainConfig, step: int) -> int:
 
 
 def train_and_evaluate(cfg: training.TrainConfig, run: RunConfig, *, resume: bool = False, dataset=None,
-                       log=print, allow_config_change=(), stop_requested=None) -> dict:
+                       log=print, allow_config_change=(), stop_requested=None, preset=None) -> dict:
     """Trains a noise model, evaluating and checkpointing as it goes.
 
     Args:
@@ -117,6 +117,8 @@ def train_and_evaluate(cfg: training.TrainConfig, run: RunConfig, *, resume: boo
         `run_folder.SAFE_FIELDS`); each accepted change is recorded in ``config_history.jsonl``.
       stop_requested: returns a signal number that arrived before training started and was not acted
         on (e.g. `starlight_jax.cli.interrupted`), or None; the loop then stops before its first step.
+      preset: how the configuration was chosen (e.g. ``{"name": "cpu", "reason": ...}`` from
+        ``experiments/train.py``), stored as ``config.json``'s ``"preset"``; not compared on resume.
 
     Returns:
       The final metrics: losses, the last evaluation (``test_kld_*``, or ``train_kld_*`` with
@@ -131,10 +133,11 @@ def train_and_evaluate(cfg: training.TrainConfig, run: RunConfig, *, resume: boo
     """
     workdir = pathlib.Path(run.workdir).resolve()
     with run_folder.lock(workdir):
-        return _train_locked(cfg, run, workdir, resume, dataset, log, allow_config_change, stop_requested)
+        return _train_locked(cfg, run, workdir, resume, dataset, log, allow_config_change, stop_requested,
+                             preset)
 
 
-def _train_locked(cfg, run, workdir, resume, dataset, log, allow_config_change, stop_requested) -> dict:
+def _train_locked(cfg, run, workdir, resume, dataset, log, allow_config_change, stop_requested, preset) -> dict:
     from starlight_jax.data import PipelineConfig, load_dataset, make_loader
 
     available = jax.local_devices()
@@ -190,7 +193,7 @@ def _train_locked(cfg, run, workdir, resume, dataset, log, allow_config_change, 
         with ocp.CheckpointManager(workdir / "init", options=ocp.CheckpointManagerOptions(
                 enable_async_checkpointing=False), item_names=("state", "loader")) as init_manager:
             _save(init_manager, 0, state, {"epoch": 0, "index": 0})
-    _save_config(workdir, cfg, run)
+    _save_config(workdir, cfg, run, preset=preset)
     loader = make_loader(dataset, "train", pipe, start=loader_start)
     total = run.steps if run.steps is not None else run.epochs * loader.batches_per_epoch
     test_pipe = dataclasses.replace(pipe, batch_size=1)

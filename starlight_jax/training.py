@@ -39,28 +39,34 @@ CRITIC_CONDITIONS = ("none", "clean", "residual")
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """Everything that defines a training run (CLI flags map one-to-one onto these fields)."""
+    """Everything that defines a training run (CLI flags map one-to-one onto these fields).
+
+    The defaults are the ``cpu`` preset of `starlight_jax.configs` resolved on the embedded synthetic
+    dataset (128-px frames, one device): ``TrainConfig()`` is what ``experiments/train.py`` trains with no
+    flags on a CPU. The dataset-dependent ones: ``quantize`` (the embedded sensor's step 1/D),
+    ``channels`` 4, ``decay_steps`` (40 epochs of 36 bursts less the 200-step warm-up).
+    """
 
     # The generator: noise components, compat mode and U-Net mode.
     noiselist: str = "shot_read_uniform_row1_rowt_fixed1_periodic"
     compat: str = "physics"
-    network: str = "Unet"
+    network: str = "noUnet"
     unet_opts: str = "residualFalse_conv_tconv_selu"
     unet_widths: Optional[tuple[int, ...]] = None
     unet_skip: bool = False  # GeneratorConfig.unet_skip: the U-Net corrects the physical model's output
     per_channel: bool = False  # NoiseConfig.per_channel: one shot/read/... value per channel
-    quantize: Optional[float] = None  # GeneratorConfig.quantize: the data's quantisation step, or None
+    quantize: Optional[float] = 0.0063008002016256065  # GeneratorConfig.quantize: the data's quantisation step, or None
     # Discriminator input domain (real, fourier, mixed, complex, mean) and output sigmoid.
-    discriminator_loss: str = "fourier"
+    discriminator_loss: str = "real"
     sigmoid: bool = False
-    critic_condition: str = "none"
-    critic_width: int = 64  # conv1 channels of the critic (64: the original's)
+    critic_condition: str = "residual"
+    critic_width: int = 16  # conv1 channels of the critic (64: the original's)
     # Extra generator term: 'none' or 'lpips' (weight lpips_weight).
     generator_loss: str = "none"
     lpips_weight: float = 1.0
     # Weight of `level_term`, which holds the generator's residual power per channel to the real batch's
     # (0: the adversarial loss alone, as in the original).
-    level_weight: float = 0.0
+    level_weight: float = 10.0
     # Weight of `structure_term`, which holds the generated residual's lagged cross-channel correlations to
     # the real batch's (0: off; the sRGB recipe uses it with the isp component).
     structure_weight: float = 0.0
@@ -68,29 +74,29 @@ class TrainConfig:
     lr: float = 2e-4
     b1: float = 0.5
     b2: float = 0.999
-    physics_lr: Optional[float] = None
+    physics_lr: Optional[float] = 2e-2
     # How the physical scalars step (with physics_lr): "adam", or "nsgd": the gradient of the whole group
     # normalised to unit norm, averaged over steps (EMA 0.9), a step of length physics_lr. Adam normalises
     # each scalar on its own, so a weak but persistent gradient (e.g. on the shot scale while the critic
     # mostly sees too little dark noise) moves as fast as a strong one; nsgd keeps the group's direction.
-    physics_optimizer: str = "adam"
+    physics_optimizer: str = "nsgd"
     # Cosine decay of the generator's learning rates to `decay_floor` of their value over this many
     # generator updates (None: constant). It damps the GAN's oscillation of the physical scalars about the
     # equilibrium, so the last checkpoint sits near it instead of on a random phase of the orbit.
-    decay_steps: Optional[int] = None
+    decay_steps: Optional[int] = 1240
     decay_floor: float = 0.05
     # Start the shot and read scales at a Poisson-Gaussian fit of the training pairs' noise level function
     # (physics only); the GAN then splits and refines it. Off: the fixed initial values of `noise.PHYSICS_INIT`.
-    init_from_data: bool = False
-    n_critic: int = 5
+    init_from_data: bool = True
+    n_critic: int = 1
     # Critic steps before the first generator step: a freshly initialised critic's gradient points in an
     # arbitrary but persistent direction, which would drag a data-initialised generator away first.
-    critic_warmup: int = 0
+    critic_warmup: int = 200
     lambda_gp: float = 10.0
     # Data shape: bursts per device, frames per burst, crop.
     batch_size: int = 1
-    frames: int = 16
-    crop_size: int = 256
+    frames: int = 8
+    crop_size: int = 64
     channels: int = 4
     seed: int = 0
 
