@@ -1,15 +1,17 @@
 """Train the physics-informed GAN noise model (WGAN-GP), the original's `train_gan_noisemodel.py`.
 
     python experiments/train.py --noiselist shot_read_uniform_row_periodic_fixed1   # embedded default, ~5 min on 2 cores
-    python experiments/train.py --noiselist shot_read_uniform_row1_rowt_fixed1_periodic --batch_size 1 --gpus 1
-    python experiments/train.py --dataset pairs --data_dir ../shared/data/srgb_pairs/nam --channels 3
+    python experiments/train.py --config gpu --batch_size 1 --gpus 1                # the original's shape
+    python experiments/train.py --config srgb --data_dir ../shared/data/srgb_pairs/nam
+    python experiments/train.py --config starlight                                  # the original's behaviour
+    python experiments/train.py --print_config                                      # the resolved values, as JSON
 
-Flags are parsed and checked before anything is compiled. With no data flags it trains on the embedded
-synthetic dataset. On a CPU the defaults shrink (crop 64, 8 frames, no U-Net, critic width 16, n_critic 1,
-40 epochs: ~5 minutes on 2 cores); on a GPU they are the original's (crop 256, 16 frames, U-Net, critic
-width 64, n_critic 5). With --compat physics (the default) the critic sees the clean patch and the residual,
-shot/read start from a Poisson-Gaussian fit, the critic warms up for 200 steps and the rates decay
-(docs/compat.md lists these per mode). Explicit flags always win.
+Flags are parsed and checked before anything is compiled. The defaults are a named preset
+(`starlight_jax/configs.py`: cpu, gpu, srgb, starlight); without --config the backend picks cpu or gpu,
+and the first line printed says which and why. Every flag sets the configuration field of its name on
+top of the preset; values that depend on the dataset (frames, channels, quantize auto, the warm-up's cut
+and the decay length) are resolved against it (`configs.resolve`). docs/compat.md lists what follows
+--compat.
 """
 from __future__ import annotations
 
@@ -261,8 +263,9 @@ def _train(args, allowed, where):
     print(f"[starlight-jax] config {preset} ({reason}; flags given: {', '.join(sorted(explicit)) or 'none'}; "
           f"--print_config shows the resolved values)")
     devices = v["devices"] or local
+    # The canonical noiselist names the folder; its channel check runs on the dataset's count later.
     name = args.run_name or "_".join(str(x) for x in (
-        "noisemodel", v["network"], parse_noiselist(v["noiselist"], compat=v["compat"]).noiselist,
+        "noisemodel", v["network"], parse_noiselist(v["noiselist"], compat=v["compat"], channels=v["channels"] or 3).noiselist,
         v["crop_size"], v["dataset"], v["discriminator_loss"], args.notes) if x)
     workdir = pathlib.Path(args.save_path) / name
     cli.check_writable_dir("--save_path", workdir)
