@@ -98,8 +98,11 @@ def _physical_values(cfg: training.TrainConfig, g_params) -> dict:
             for k, v in values.items() if k not in MAP_PARAMS}
 
 
-def generator_steps(cfg: training.TrainConfig, step: int) -> int:
+def generator_steps(cfg: training.TrainConfig, step: int, batches_per_epoch: Optional[int] = None) -> int:
     """How many generator steps the first ``step`` critic steps included (`training.generator_steps_at`)."""
+    if cfg.compat == "starlight":
+        s = np.arange(cfg.critic_warmup, step)
+        return int(np.count_nonzero((s % batches_per_epoch) % cfg.n_critic == 0))
     return max(0, -(-(step - cfg.critic_warmup) // cfg.n_critic))
 
 
@@ -170,7 +173,9 @@ def _train_locked(cfg, run, workdir, resume, dataset, log, allow_config_change, 
             f"the KLD is measured on training bursts (logged as train_kld_mean with test_is_train: true) and no "
             f"best/ checkpoint is kept")
 
-    pipe = PipelineConfig(batch_size=global_batch, crop_size=cfg.crop_size, frames=cfg.frames, seed=cfg.seed)
+    # compat='starlight': the original's DistributedSampler without set_epoch, one order for all epochs (§12.15).
+    pipe = PipelineConfig(batch_size=global_batch, crop_size=cfg.crop_size, frames=cfg.frames, seed=cfg.seed,
+                          reshuffle=cfg.compat != "starlight")
     fixed = dataset.fixed_pattern if cfg.generator.noise.fixed else None
     init_values = None
     if cfg.init_from_data and resume_step is None:  # a resumed state replaces the initial one whole
@@ -259,7 +264,7 @@ def _train_locked(cfg, run, workdir, resume, dataset, log, allow_config_change, 
             batch = dp.put_batch(next(loader))
             new_state, d_metrics = d_step(state, batch)
             out = dp.metrics(d_metrics)
-            if training.generator_steps_at(cfg, step):
+            if training.generator_steps_at(cfg, step, loader.batches_per_epoch):
                 new_state, g_metrics = g_step(new_state, batch)
                 out.update(dp.metrics(g_metrics))
             bad = [k for k, v in out.items() if not math.isfinite(v)]
@@ -314,7 +319,7 @@ def _train_locked(cfg, run, workdir, resume, dataset, log, allow_config_change, 
         log(f"stopped after the time budget of {run.max_seconds:.0f} s at step {step} of {total}; checkpoint "
             f"saved, continue with --resume")
     history["step"] = step
-    history["generator_steps"] = generator_steps(cfg, step)
+    history["generator_steps"] = generator_steps(cfg, step, loader.batches_per_epoch)
     history["stopped_by_signal"] = stop["signal"]
     if not has_test:
         history["test_is_train"] = True
