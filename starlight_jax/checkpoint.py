@@ -78,13 +78,14 @@ def config_dict(cfg: training.TrainConfig, run: RunConfig) -> dict:
     return {"train": dataclasses.asdict(cfg), "run": dataclasses.asdict(run)}
 
 
-def save_config(workdir: pathlib.Path, cfg: training.TrainConfig, run: RunConfig):
-    """Writes ``config.json`` of a run folder (`config_dict`), replaced whole: an interrupt mid-write must
-    not leave half a config."""
+def save_config(workdir: pathlib.Path, cfg: training.TrainConfig, run: RunConfig, preset=None):
+    """Writes ``config.json`` of a run folder (`config_dict`, and ``"preset"``: how it was chosen, when
+    given), replaced whole: an interrupt mid-write must not leave half a config."""
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     tmp = workdir / "config.json.tmp"
-    tmp.write_text(json.dumps(config_dict(cfg, run), indent=2, default=list))
+    data = config_dict(cfg, run) if preset is None else {"preset": preset, **config_dict(cfg, run)}
+    tmp.write_text(json.dumps(data, indent=2, default=list))
     tmp.replace(workdir / "config.json")
 
 

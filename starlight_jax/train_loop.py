@@ -98,13 +98,16 @@ def _physical_values(cfg: training.TrainConfig, g_params) -> dict:
             for k, v in values.items() if k not in MAP_PARAMS}
 
 
-def generator_steps(cfg: training.TrainConfig, step: int) -> int:
+def generator_steps(cfg: training.TrainConfig, step: int, batches_per_epoch: Optional[int] = None) -> int:
     """How many generator steps the first ``step`` critic steps included (`training.generator_steps_at`)."""
+    if cfg.compat == "starlight":
+        s = np.arange(cfg.critic_warmup, step)
+        return int(np.count_nonzero((s % batches_per_epoch) % cfg.n_critic == 0))
     return max(0, -(-(step - cfg.critic_warmup) // cfg.n_critic))
 
 
 def train_and_evaluate(cfg: training.TrainConfig, run: RunConfig, *, resume: bool = False, dataset=None,
-                       log=print, allow_config_change=(), stop_requested=None) -> dict:
+                       log=print, allow_config_change=(), stop_requested=None, preset=None) -> dict:
     """Trains a noise model, evaluating and checkpointing as it goes.
 
     Args:
@@ -117,6 +120,8 @@ def train_and_evaluate(cfg: training.TrainConfig, run: RunConfig, *, resume: boo
         `run_folder.SAFE_FIELDS`); each accepted change is recorded in ``config_history.jsonl``.
       stop_requested: returns a signal number that arrived before training started and was not acted
         on (e.g. `starlight_jax.cli.interrupted`), or None; the loop then stops before its first step.
+      preset: how the configuration was chosen (e.g. ``{"name": "cpu", "reason": ...}`` from
+        ``experiments/train.py``), stored as ``config.json``'s ``"preset"``; not compared on resume.
 
     Returns:
       The final metrics: losses, the last evaluation (``test_kld_*``, or ``train_kld_*`` with
@@ -131,10 +136,11 @@ def train_and_evaluate(cfg: training.TrainConfig, run: RunConfig, *, resume: boo
     """
     workdir = pathlib.Path(run.workdir).resolve()
     with run_folder.lock(workdir):
-        return _train_locked(cfg, run, workdir, resume, dataset, log, allow_config_change, stop_requested)
+        return _train_locked(cfg, run, workdir, resume, dataset, log, allow_config_change, stop_requested,
+                             preset)
 
 
-def _train_locked(cfg, run, workdir, resume, dataset, log, allow_config_change, stop_requested) -> dict:
+def _train_locked(cfg, run, workdir, resume, dataset, log, allow_config_change, stop_requested, preset) -> dict:
     from starlight_jax.data import PipelineConfig, load_dataset, make_loader
 
     available = jax.local_devices()
@@ -167,7 +173,9 @@ def _train_locked(cfg, run, workdir, resume, dataset, log, allow_config_change, 
             f"the KLD is measured on training bursts (logged as train_kld_mean with test_is_train: true) and no "
             f"best/ checkpoint is kept")
 
-    pipe = PipelineConfig(batch_size=global_batch, crop_size=cfg.crop_size, frames=cfg.frames, seed=cfg.seed)
+    # compat='starlight': the original's DistributedSampler without set_epoch, one order for all epochs (§12.15).
+    pipe = PipelineConfig(batch_size=global_batch, crop_size=cfg.crop_size, frames=cfg.frames, seed=cfg.seed,
+                          reshuffle=cfg.compat != "starlight")
     fixed = dataset.fixed_pattern if cfg.generator.noise.fixed else None
     init_values = None
     if cfg.init_from_data and resume_step is None:  # a resumed state replaces the initial one whole
@@ -190,7 +198,7 @@ def _train_locked(cfg, run, workdir, resume, dataset, log, allow_config_change, 
         with ocp.CheckpointManager(workdir / "init", options=ocp.CheckpointManagerOptions(
                 enable_async_checkpointing=False), item_names=("state", "loader")) as init_manager:
             _save(init_manager, 0, state, {"epoch": 0, "index": 0})
-    _save_config(workdir, cfg, run)
+    _save_config(workdir, cfg, run, preset=preset)
     loader = make_loader(dataset, "train", pipe, start=loader_start)
     total = run.steps if run.steps is not None else run.epochs * loader.batches_per_epoch
     test_pipe = dataclasses.replace(pipe, batch_size=1)
@@ -256,7 +264,7 @@ def _train_locked(cfg, run, workdir, resume, dataset, log, allow_config_change, 
             batch = dp.put_batch(next(loader))
             new_state, d_metrics = d_step(state, batch)
             out = dp.metrics(d_metrics)
-            if training.generator_steps_at(cfg, step):
+            if training.generator_steps_at(cfg, step, loader.batches_per_epoch):
                 new_state, g_metrics = g_step(new_state, batch)
                 out.update(dp.metrics(g_metrics))
             bad = [k for k, v in out.items() if not math.isfinite(v)]
@@ -311,7 +319,7 @@ def _train_locked(cfg, run, workdir, resume, dataset, log, allow_config_change, 
         log(f"stopped after the time budget of {run.max_seconds:.0f} s at step {step} of {total}; checkpoint "
             f"saved, continue with --resume")
     history["step"] = step
-    history["generator_steps"] = generator_steps(cfg, step)
+    history["generator_steps"] = generator_steps(cfg, step, loader.batches_per_epoch)
     history["stopped_by_signal"] = stop["signal"]
     if not has_test:
         history["test_is_train"] = True

@@ -8,9 +8,12 @@ a ``('data',)`` mesh) and ``--parallel pmap`` give the same numbers.
 Differences from the original training loop (SPEC §5, §12), each documented where it is made:
 
 * the critic step stops the gradient into the generator's output (§12.16: same result, less work);
-* ``n_critic`` counts global steps, not the batch index within an epoch (§12.14);
-* the spectral-norm vectors advance once per critic step (the original: on each of the 4 D calls per
-  iteration, §12.17); they are state, not parameters;
+* ``n_critic`` counts global steps, not the batch index within an epoch (§12.14; ``compat="starlight"``
+  counts the batch index, as the original);
+* the spectral-norm vectors advance once per critic step (§12.17; ``compat="starlight"``: on each D call,
+  3 in the critic step and 1 in the generator step, as the original); they are state, not parameters;
+* the fixed-pattern map is cropped at the clean crop's offset (§12.8; ``compat="starlight"``: at a random
+  offset per call in training, as the original under DDP);
 * the physical scalars may have their own learning rate (``physics_lr``), off under ``compat="starlight"``.
 """
 from __future__ import annotations
@@ -39,28 +42,34 @@ CRITIC_CONDITIONS = ("none", "clean", "residual")
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """Everything that defines a training run (CLI flags map one-to-one onto these fields)."""
+    """Everything that defines a training run (CLI flags map one-to-one onto these fields).
+
+    The defaults are the ``cpu`` preset of `starlight_jax.configs` resolved on the embedded synthetic
+    dataset (128-px frames, one device): ``TrainConfig()`` is what ``experiments/train.py`` trains with no
+    flags on a CPU. The dataset-dependent ones: ``quantize`` (the embedded sensor's step 1/D),
+    ``channels`` 4, ``decay_steps`` (40 epochs of 36 bursts less the 200-step warm-up).
+    """
 
     # The generator: noise components, compat mode and U-Net mode.
     noiselist: str = "shot_read_uniform_row1_rowt_fixed1_periodic"
     compat: str = "physics"
-    network: str = "Unet"
+    network: str = "noUnet"
     unet_opts: str = "residualFalse_conv_tconv_selu"
     unet_widths: Optional[tuple[int, ...]] = None
     unet_skip: bool = False  # GeneratorConfig.unet_skip: the U-Net corrects the physical model's output
     per_channel: bool = False  # NoiseConfig.per_channel: one shot/read/... value per channel
-    quantize: Optional[float] = None  # GeneratorConfig.quantize: the data's quantisation step, or None
+    quantize: Optional[float] = 0.0063008002016256065  # GeneratorConfig.quantize: the data's quantisation step, or None
     # Discriminator input domain (real, fourier, mixed, complex, mean) and output sigmoid.
-    discriminator_loss: str = "fourier"
+    discriminator_loss: str = "real"
     sigmoid: bool = False
-    critic_condition: str = "none"
-    critic_width: int = 64  # conv1 channels of the critic (64: the original's)
+    critic_condition: str = "residual"
+    critic_width: int = 16  # conv1 channels of the critic (64: the original's)
     # Extra generator term: 'none' or 'lpips' (weight lpips_weight).
     generator_loss: str = "none"
     lpips_weight: float = 1.0
     # Weight of `level_term`, which holds the generator's residual power per channel to the real batch's
     # (0: the adversarial loss alone, as in the original).
-    level_weight: float = 0.0
+    level_weight: float = 10.0
     # Weight of `structure_term`, which holds the generated residual's lagged cross-channel correlations to
     # the real batch's (0: off; the sRGB recipe uses it with the isp component).
     structure_weight: float = 0.0
@@ -68,29 +77,29 @@ class TrainConfig:
     lr: float = 2e-4
     b1: float = 0.5
     b2: float = 0.999
-    physics_lr: Optional[float] = None
+    physics_lr: Optional[float] = 2e-2
     # How the physical scalars step (with physics_lr): "adam", or "nsgd": the gradient of the whole group
     # normalised to unit norm, averaged over steps (EMA 0.9), a step of length physics_lr. Adam normalises
     # each scalar on its own, so a weak but persistent gradient (e.g. on the shot scale while the critic
     # mostly sees too little dark noise) moves as fast as a strong one; nsgd keeps the group's direction.
-    physics_optimizer: str = "adam"
+    physics_optimizer: str = "nsgd"
     # Cosine decay of the generator's learning rates to `decay_floor` of their value over this many
     # generator updates (None: constant). It damps the GAN's oscillation of the physical scalars about the
     # equilibrium, so the last checkpoint sits near it instead of on a random phase of the orbit.
-    decay_steps: Optional[int] = None
+    decay_steps: Optional[int] = 1240
     decay_floor: float = 0.05
     # Start the shot and read scales at a Poisson-Gaussian fit of the training pairs' noise level function
     # (physics only); the GAN then splits and refines it. Off: the fixed initial values of `noise.PHYSICS_INIT`.
-    init_from_data: bool = False
-    n_critic: int = 5
+    init_from_data: bool = True
+    n_critic: int = 1
     # Critic steps before the first generator step: a freshly initialised critic's gradient points in an
     # arbitrary but persistent direction, which would drag a data-initialised generator away first.
-    critic_warmup: int = 0
+    critic_warmup: int = 200
     lambda_gp: float = 10.0
     # Data shape: bursts per device, frames per burst, crop.
     batch_size: int = 1
-    frames: int = 16
-    crop_size: int = 256
+    frames: int = 8
+    crop_size: int = 64
     channels: int = 4
     seed: int = 0
 
@@ -158,8 +167,17 @@ class TrainState:
     d_opt: Any
 
 
-def generator_steps_at(cfg: TrainConfig, step) -> bool:
-    """Whether critic step ``step`` (0-based) is followed by a generator step."""
+def generator_steps_at(cfg: TrainConfig, step, batches_per_epoch: Optional[int] = None) -> bool:
+    """Whether critic step ``step`` (0-based) is followed by a generator step.
+
+    After the warm-up, every ``n_critic``-th step from the warm-up's end; under ``compat="starlight"`` the
+    original's rule (SPEC §12.14): batch index within the epoch ``step % batches_per_epoch`` divisible by
+    ``n_critic``, so every epoch starts with a generator step (``batches_per_epoch`` required).
+    """
+    if cfg.compat == "starlight":
+        if batches_per_epoch is None:
+            raise ValueError("compat='starlight' counts n_critic by the batch index: pass batches_per_epoch")
+        return step >= cfg.critic_warmup and (step % batches_per_epoch) % cfg.n_critic == 0
     return step >= cfg.critic_warmup and (step - cfg.critic_warmup) % cfg.n_critic == 0
 
 
@@ -383,10 +401,18 @@ def _critic(cfg: TrainConfig, d_params, sn_state, condition):
     return apply
 
 
+def advance_spectral_norm(cfg: TrainConfig, d_params, sn_state, example):
+    """``sn_state`` after one power iteration on the critic's weights (``example``: any critic input; the
+    iteration does not depend on it)."""
+    return apply_discriminator(d_params, sn_state, example, update_stats=True, sigmoid=cfg.sigmoid)[1]
+
+
 def generate_batch(cfg: TrainConfig, g_params, keys, batch, *, train: bool = True):
     """The generator on every burst of ``batch`` with its own key and fixed-pattern offset."""
     gen_cfg = cfg.generator
     offsets = batch.get("offset") if (gen_cfg.noise.fixed or gen_cfg.noise.learned_fixed) else None
+    if train and cfg.compat == "starlight":
+        offsets = None  # the original's random offset per call, unrelated to the crop (SPEC §12.8)
     if offsets is None:
         return jax.vmap(lambda k, x: generate(g_params, k, x, gen_cfg, train=train))(keys, batch["clean"])
     return jax.vmap(lambda k, x, o: generate(g_params, k, x, gen_cfg, train=train, fixed_offset=o))(
@@ -458,13 +484,18 @@ def d_step(cfg: TrainConfig, state: TrainState, batch, axis_name: Optional[str] 
     patches_per_burst = real_in.shape[0] // batch["clean"].shape[0]
     eps = jax.vmap(lambda k: jax.random.uniform(k, (patches_per_burst,)))(eps_keys).reshape(-1)
     first = _critic_input(None if condition is None else condition[:1], real_in[:1])
-    _, sn_state = apply_discriminator(state.d_params, state.sn_state, first, update_stats=True,
-                                      sigmoid=cfg.sigmoid)
+    # The power iteration reads the weights only (no gradient): the states of successive calls can be
+    # computed up front. One advance per step; the original advances on each of its 3 calls (§12.17).
+    sn = [state.sn_state]
+    for _ in range(3 if cfg.compat == "starlight" else 1):
+        sn.append(advance_spectral_norm(cfg, state.d_params, sn[-1], first))
+    sn_real, sn_fake, sn_gp = (sn[1], sn[2], sn[3]) if cfg.compat == "starlight" else (sn[1],) * 3
+    sn_state = sn[-1]
 
     def loss_fn(d_params):
-        d_apply = _critic(cfg, d_params, sn_state, condition)
-        d_real, d_fake = _mean(d_apply(real_in), axis_name), _mean(d_apply(fake_in), axis_name)
-        gp = _mean(gradient_penalty(d_apply, real_in, fake_in, eps), axis_name)
+        d_real = _mean(_critic(cfg, d_params, sn_real, condition)(real_in), axis_name)
+        d_fake = _mean(_critic(cfg, d_params, sn_fake, condition)(fake_in), axis_name)
+        gp = _mean(gradient_penalty(_critic(cfg, d_params, sn_gp, condition), real_in, fake_in, eps), axis_name)
         loss = -d_real + d_fake + cfg.lambda_gp * gp
         return loss, dict(d_loss=loss, d_real=d_real, d_fake=d_fake, gp=gp)
 
@@ -489,6 +520,10 @@ def g_step(cfg: TrainConfig, state: TrainState, batch, lpips_params=None, axis_n
     global_batch = batch["clean"].shape[0] * (1 if axis_name is None else jax.lax.psum(1, axis_name))
     keys = burst_keys(state, 1, global_batch, axis_name)
     real_in, condition = prepare(cfg, batch["noisy"], batch["clean"])
+    sn_state = state.sn_state
+    if cfg.compat == "starlight":  # the original's 4th power iteration of the iteration, in G's D call
+        sn_state = advance_spectral_norm(
+            cfg, state.d_params, sn_state, _critic_input(None if condition is None else condition[:1], real_in[:1]))
     lpips_apply = None
     if cfg.generator_loss != "none":
         lpips_apply = _perceptual_apply(cfg.generator_loss)
@@ -498,7 +533,7 @@ def g_step(cfg: TrainConfig, state: TrainState, batch, lpips_params=None, axis_n
     def loss_fn(g_params):
         fake = generate_batch(cfg, g_params, keys, batch)
         fake_in, _ = prepare(cfg, fake, batch["clean"])
-        scores = _critic(cfg, state.d_params, state.sn_state, condition)(fake_in)
+        scores = _critic(cfg, state.d_params, sn_state, condition)(fake_in)
         adv = -_mean(scores, axis_name)
         loss, metrics = adv, dict(g_adv=adv)
         if cfg.level_weight:
@@ -523,7 +558,8 @@ def g_step(cfg: TrainConfig, state: TrainState, batch, lpips_params=None, axis_n
         grads = jax.lax.pmean(grads, axis_name)
     g_tx, _ = _optimizers(cfg, state.g_params)
     updates, g_opt = g_tx.update(grads, state.g_opt, state.g_params)
-    return state.replace(g_params=optax.apply_updates(state.g_params, updates), g_opt=g_opt), metrics
+    return state.replace(g_params=optax.apply_updates(state.g_params, updates), g_opt=g_opt,
+                         sn_state=sn_state), metrics
 
 
 @functools.lru_cache(maxsize=4)

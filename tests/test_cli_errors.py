@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from starlight_jax import generator
+from legacy import train_config
 
 pytestmark = pytest.mark.usefixtures("fast_compiles")
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -45,10 +46,9 @@ def run_dir(tmp_path_factory):
     """A noise-model run folder as experiments/train.py writes it (config.json + latest/1), untrained."""
     from starlight_jax.generator import init_generator
     from starlight_jax.train_loop import RunConfig, _save, _save_config, checkpoint_managers
-    from starlight_jax.training import TrainConfig
 
     workdir = tmp_path_factory.mktemp("runs") / "noise_run"
-    cfg = TrainConfig(noiselist="shot_read_uniform", network="noUnet", crop_size=64, frames=2)
+    cfg = train_config(noiselist="shot_read_uniform", network="noUnet", crop_size=64, frames=2)
     run = RunConfig(workdir=str(workdir), dataset="synthetic", dataset_options=(("frame_size", (64, 64)),))
     _save_config(workdir, cfg, run)
     latest, _ = checkpoint_managers(workdir, 1)

@@ -13,6 +13,7 @@ from starlight_jax.denoise import (DenoiserConfig, DenoiseTrainConfig, baseline_
                                    denoise, eval_step, init_denoiser, load_denoiser, read_image, save_denoiser,
                                    train_step, write_image)
 from starlight_jax.denoise.benchmark import METHODS
+from legacy import train_config
 
 pytestmark = pytest.mark.usefixtures("fast_compiles")
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -166,10 +167,9 @@ def _fake_noise_run(root: pathlib.Path) -> pathlib.Path:
     """A noise-model run folder as experiments/train.py writes it (config.json + latest/<step>), untrained."""
     from starlight_jax.generator import init_generator
     from starlight_jax.train_loop import RunConfig, _save, _save_config, checkpoint_managers
-    from starlight_jax.training import TrainConfig
 
     workdir = root / "noise_run"
-    cfg = TrainConfig(noiselist="shot_read_uniform", network="noUnet", crop_size=64, frames=2, physics_lr=0.02)
+    cfg = train_config(noiselist="shot_read_uniform", network="noUnet", crop_size=64, frames=2, physics_lr=0.02)
     run = RunConfig(workdir=str(workdir), dataset="synthetic", dataset_options=(("frame_size", (64, 64)),))
     _save_config(workdir, cfg, run)
     latest, _ = checkpoint_managers(workdir, 1)

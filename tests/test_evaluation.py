@@ -20,12 +20,13 @@ from starlight_jax.checkpoint import load_noise_model
 from starlight_jax.data import SensorModel, load_dataset
 from starlight_jax.generator import GeneratorConfig, init_generator
 from starlight_jax.noiselist import parse_noiselist
+from legacy import train_config
 
 pytestmark = pytest.mark.usefixtures("fast_compiles")
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 OPTIONS = (("frame_size", (64, 64)), ("bursts_per_scene", 1))
-CFG = training.TrainConfig(noiselist="shot_read_uniform", network="noUnet", frames=2, crop_size=64)
+CFG = train_config(noiselist="shot_read_uniform", network="noUnet", frames=2, crop_size=64)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 

@@ -23,7 +23,7 @@ LAYERS = (
     ("physics and networks", {"noiselist", "isp", "noise", "validation", "patches", "models", "models.unet",
                               "models.discriminator"}),
     ("generator and statistics", {"generator", "baselines", "metrics", "structure", "isp_fit", "torch_import"}),
-    ("training", {"training", "parallel", "perceptual", "run_config"}),
+    ("training", {"training", "parallel", "perceptual", "run_config", "configs"}),
     ("run folder", {"checkpoint", "run_folder"}),
     ("loop, evaluation and applications", {"train_loop", "evaluation", "plots", "denoise", "denoise.io",
                                            "denoise.model", "denoise.train", "denoise.benchmark"}),

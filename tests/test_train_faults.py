@@ -24,12 +24,13 @@ from PIL import Image
 from starlight_jax import cli as cli_lib
 from starlight_jax import run_folder, train_loop, training
 from starlight_jax.data import BurstSource, load_dataset
+from legacy import train_config
 from test_training import shared_step_compiles  # noqa: F401 (autouse: the loop tests share compiled steps)
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TINY = ["--steps", "4", "--eval_every", "2", "--crop_size", "64", "--frames", "1", "--frame_size", "64",
         "--critic_width", "4", "--noiselist", "shot_read", "--no_progress"]
-CFG = training.TrainConfig(noiselist="shot_read", network="noUnet", frames=1, crop_size=64, n_critic=2,
+CFG = train_config(noiselist="shot_read", network="noUnet", frames=1, crop_size=64, n_critic=2,
                            critic_width=4)
 K = 3
 pytestmark = pytest.mark.usefixtures("fast_compiles")  # a few tiny steps: compiling dominates
@@ -379,10 +380,10 @@ def test_second_training_of_a_locked_folder_is_refused(tmp_path):
 def test_sigterm_during_training_stops_with_a_resumable_checkpoint(monkeypatch, tmp_path, initial_tiny):
     original = training.generator_steps_at
 
-    def steps_at(cfg, step):
+    def steps_at(cfg, step, *args):
         if step == 1:
             os.kill(os.getpid(), signal.SIGTERM)  # handled at once, in this thread: step 1 completes
-        return original(cfg, step)
+        return original(cfg, step, *args)
 
     monkeypatch.setattr(training, "generator_steps_at", steps_at)
     messages = []

@@ -26,11 +26,12 @@ from starlight_jax import train_loop, training
 from starlight_jax.data.pipeline import BurstLoader
 from starlight_jax.models.discriminator import apply_discriminator
 from starlight_jax.parallel import DataParallel
+from legacy import train_config
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # Physical shot+read noise, Fourier critic input, 2 frames (2 patches per burst): the steps of the toy and
 # reference tests and of the training-loop tests, which thus share one compiled d_step.
-CFG = training.TrainConfig(noiselist="shot_read", network="noUnet", frames=2, crop_size=64, n_critic=2)
+CFG = train_config(noiselist="shot_read", network="noUnet", frames=2, crop_size=64, n_critic=2)
 # The parallel test: a global batch of 4 one-frame bursts.
 PAR_CFG = dataclasses.replace(CFG, frames=1)
 GLOBAL_BATCH = 4
@@ -111,7 +112,7 @@ def test_d_step_matches_hand_computed_loss_with_linear_critic(monkeypatch):
 
     monkeypatch.setattr(training, "apply_discriminator", linear_critic)
     # compat="starlight" stores the noise scales as used, so shot = read = 0 makes the fakes the clean input.
-    cfg = training.TrainConfig(noiselist="shot_read", compat="starlight", network="noUnet",
+    cfg = train_config(noiselist="shot_read", compat="starlight", network="noUnet",
                                discriminator_loss="real", frames=1, crop_size=64, lambda_gp=10.0)
     rng = np.random.default_rng(1)
     w = rng.uniform(0.5, 1.5, (64, 64, 4))
@@ -148,7 +149,7 @@ def test_conditional_critic_matches_hand_computed_loss(monkeypatch, condition):
         return jnp.sum(x * params["w"], axis=(1, 2, 3)), sn_state
 
     monkeypatch.setattr(training, "apply_discriminator", linear_critic)
-    cfg = training.TrainConfig(noiselist="shot_read", compat="starlight", network="noUnet",
+    cfg = train_config(noiselist="shot_read", compat="starlight", network="noUnet",
                                discriminator_loss="real", critic_condition=condition, frames=1, crop_size=64)
     assert cfg.d_channels == 8
     rng = np.random.default_rng(3)
@@ -175,7 +176,7 @@ def test_conditional_critic_matches_hand_computed_loss(monkeypatch, condition):
 def test_generator_learning_rate_decays_by_cosine_to_floor():
     """With decay_steps, Adam's step on a constant gradient (size lr_t) follows the cosine schedule of the
     generator's rates; the critic's rate stays constant."""
-    cfg = training.TrainConfig(noiselist="shot_read", network="noUnet", crop_size=64, frames=1,
+    cfg = train_config(noiselist="shot_read", network="noUnet", crop_size=64, frames=1,
                                physics_lr=1e-2, decay_steps=10, decay_floor=0.1)
     params = {"noise": {"shot": jnp.float32(0.0), "read": jnp.float32(0.0)}}
     g_tx, d_tx = training._optimizers(cfg, params)
@@ -199,7 +200,7 @@ def test_nsgd_keeps_the_direction_of_the_physics_gradient():
     grads = {"noise": {"shot": jnp.float32(3.0), "read": jnp.float32(4.0)}}
     steps = {}
     for name in ("nsgd", "adam"):
-        cfg = training.TrainConfig(noiselist="shot_read", network="noUnet", crop_size=64, frames=1,
+        cfg = train_config(noiselist="shot_read", network="noUnet", crop_size=64, frames=1,
                                    physics_lr=1e-2, physics_optimizer=name)
         g_tx, _ = training._optimizers(cfg, params)
         opt = g_tx.init(params)
@@ -211,7 +212,7 @@ def test_nsgd_keeps_the_direction_of_the_physics_gradient():
 
 
 def test_generator_steps_follow_warmup_and_n_critic():
-    cfg = training.TrainConfig(noiselist="shot_read", network="noUnet", crop_size=64, n_critic=2, critic_warmup=3)
+    cfg = train_config(noiselist="shot_read", network="noUnet", crop_size=64, n_critic=2, critic_warmup=3)
     assert [s for s in range(10) if training.generator_steps_at(cfg, s)] == [3, 5, 7, 9]
     assert [s for s in range(4) if training.generator_steps_at(CFG, s)] == [0, 2]  # no warm-up: the original
     with pytest.raises(ValueError, match="critic_warmup"):
@@ -225,7 +226,7 @@ def test_data_init_fits_the_variance_law_and_seeds_the_state():
     rng = np.random.default_rng(0)
     clean = rng.uniform(0.05, 0.9, (8, 128, 64, 4))
     noisy = clean + np.sqrt(a * clean + b) * rng.standard_normal(clean.shape)
-    cfg = training.TrainConfig(noiselist="shot_read_uniform", network="noUnet", crop_size=64, frames=1,
+    cfg = train_config(noiselist="shot_read_uniform", network="noUnet", crop_size=64, frames=1,
                                init_from_data=True)
     values = training.data_init(cfg, noisy, clean)
     assert set(values) == {"shot", "read"}
@@ -244,7 +245,7 @@ def test_data_init_fits_the_variance_law_and_seeds_the_state():
     assert fitted["shot"] < 0.1 * PHYSICS_INIT["shot"]
     np.testing.assert_allclose(fitted["read"], b, rtol=0.05)
     with pytest.raises(ValueError, match="init_from_data"):
-        training.TrainConfig(compat="starlight", init_from_data=True)
+        train_config(compat="starlight", init_from_data=True)
     # Per channel: each channel's own fit, as [C] arrays that seed [C] parameters.
     a_c, b_c = np.array([4e-3, 1e-3, 2e-3, 3e-3]), np.array([2e-4, 5e-5, 1e-4, 1.5e-4])
     noisy_c = clean + np.sqrt(a_c * clean + b_c) * rng.standard_normal(clean.shape)
@@ -255,7 +256,7 @@ def test_data_init_fits_the_variance_law_and_seeds_the_state():
     state_c = training.create_train_state(jax.random.key(0), cfg_c, init_values=values_c)
     np.testing.assert_allclose(np.exp(state_c.g_params["noise"]["read"]), values_c["read"], rtol=1e-6)
     with pytest.raises(ValueError, match="per_channel"):
-        training.TrainConfig(compat="starlight", per_channel=True)
+        train_config(compat="starlight", per_channel=True)
 
 
 def test_data_init_of_corr_recovers_the_residual_correlation():
@@ -265,7 +266,7 @@ def test_data_init_of_corr_recovers_the_residual_correlation():
     white = rng.standard_normal((32, 64, 65, 3))
     residual = 0.01 * (white[:, :, 1:] + white[:, :, :-1]) / np.sqrt(2)
     clean = rng.uniform(0.2, 0.8, residual.shape)
-    cfg = training.TrainConfig(noiselist="read_corr", network="noUnet", crop_size=64, frames=1, channels=3,
+    cfg = train_config(noiselist="read_corr", network="noUnet", crop_size=64, frames=1, channels=3,
                                init_from_data=True)
     values = training.data_init(cfg, clean + residual, clean)
     k = values["corr_kernel"]
@@ -535,7 +536,7 @@ def test_data_init_of_tone_matches_the_residual_level_and_mean_per_intensity():
     clean = rng.uniform(0, 1, (64, 64, 64, 3))
     std, mean = (lambda x: 0.01 * (1 + np.sin(np.pi * x))), (lambda x: 0.002 * x)
     noisy = clean + mean(clean) + std(clean) * rng.standard_normal(clean.shape)
-    cfg = training.TrainConfig(noiselist="shot_read_tone", network="noUnet", crop_size=64, frames=1, channels=3)
+    cfg = train_config(noiselist="shot_read_tone", network="noUnet", crop_size=64, frames=1, channels=3)
     values = training.data_init(cfg, noisy, clean)
     k = values["tone_gain"].shape[0]
     knots = np.linspace(0, 1, k)[:, None]
@@ -560,7 +561,7 @@ def test_level_term_is_the_squared_log_power_ratio_per_channel_and_pulls_the_lev
     np.testing.assert_allclose(float(training.level_term(jnp.asarray(fake), jnp.asarray(real))),
                                np.log(4.0) ** 2 / 2, rtol=1e-5)
     # Through the generator: a read variance above the data's gets a positive gradient (descent lowers it).
-    cfg = training.TrainConfig(noiselist="read", network="noUnet", crop_size=64, frames=1, channels=2, level_weight=1.0)
+    cfg = train_config(noiselist="read", network="noUnet", crop_size=64, frames=1, channels=2, level_weight=1.0)
     params = training.create_train_state(jax.random.key(0), cfg, init_values={"read": 4e-4}).g_params
     clean = jnp.full((2, 1, 64, 64, 2), 0.5)
     noisy = clean + 0.01 * jax.random.normal(jax.random.key(1), clean.shape)  # variance 1e-4
@@ -593,7 +594,7 @@ def test_structure_term_is_the_squared_correlation_error_and_enters_the_generato
     se = np.sqrt(len(LAGS) * 4 * 2) / np.sqrt(n)  # every entry carries a sampling error ~1/sqrt(n)
     assert abs(got - 2 * rho ** 2) < 5 * se * (2 * rho + se), got
     # Through g_step: the metric is reported and added to the loss.
-    cfg = training.TrainConfig(noiselist="read", network="noUnet", crop_size=64, frames=1, channels=2,
+    cfg = train_config(noiselist="read", network="noUnet", crop_size=64, frames=1, channels=2,
                                structure_weight=1.0)
     state = training.create_train_state(jax.random.key(0), cfg)
     clean = jnp.full((2, 1, 64, 64, 2), 0.5)
@@ -603,4 +604,4 @@ def test_structure_term_is_the_squared_correlation_error_and_enters_the_generato
     np.testing.assert_allclose(float(metrics["g_loss"]), float(metrics["g_adv"]) + float(metrics["structure"]),
                                rtol=1e-5)
     with pytest.raises(ValueError, match="structure_weight"):
-        training.TrainConfig(structure_weight=-1.0)
+        train_config(structure_weight=-1.0)

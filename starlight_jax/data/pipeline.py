@@ -7,7 +7,8 @@ A batch is a dict of numpy arrays
   model's full-frame fixed pattern can be cropped at the same place (``fixed[r:r+h, c:c+w]``).
 
 Train split: each epoch visits the items in a permutation drawn from ``(seed, epoch)``, so the order is
-deterministic and changes every epoch (the original never called ``set_epoch``, SPEC §12.15). Batch k of
+deterministic and changes every epoch (the original never called ``set_epoch``, SPEC §12.15: with
+``reshuffle=False``, as under ``compat="starlight"``, every epoch takes epoch 0's permutation). Batch k of
 epoch e holds positions ``k*B .. k*B + B - 1`` of that permutation; a leftover partial batch is dropped.
 The crop offsets, uniform in ``[0, H - h]`` x ``[0, W - w]`` (inclusive, so a crop may equal the frame),
 and the window start, uniform in ``[0, N - T]``, of the item at position p come from a generator seeded
@@ -50,6 +51,9 @@ class PipelineConfig:
     frames: int | None = 16
     # Seed of the epoch permutations, crops and windows.
     seed: int = 0
+    # A new permutation every epoch; False: epoch 0's order every epoch (the original's sampler without
+    # set_epoch, SPEC §12.15; crops and windows still change per epoch).
+    reshuffle: bool = True
     # Fixed crop of the test split, (row, column), as in the original (SPEC §1).
     test_offset: tuple[int, int] = (10, 10)
     # Batches produced ahead of the consumer, and threads reading the items of one batch.
@@ -119,7 +123,7 @@ class BurstLoader:
         n = len(self.source)
         if not self.train:
             return np.arange(n)
-        return np.random.default_rng([self.config.seed, 1, epoch]).permutation(n)
+        return np.random.default_rng([self.config.seed, 1, epoch if self.config.reshuffle else 0]).permutation(n)
 
     def batch_at(self, epoch: int, index: int, executor: ThreadPoolExecutor | None = None) -> dict[str, np.ndarray]:
         """The batch ``index`` of ``epoch`` (pure: the same arguments always give the same batch)."""
