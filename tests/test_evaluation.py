@@ -39,7 +39,7 @@ def dataset():
 def run_dir(tmp_path_factory):
     """A run folder as experiments/train.py writes it, holding the step-0 state."""
     workdir = tmp_path_factory.mktemp("runs") / "tiny"
-    run = train_loop.RunConfig(workdir=str(workdir), dataset="synthetic", dataset_options=OPTIONS, steps=0,
+    run = train_loop.RunConfig(workdir=str(workdir), dataset="synthetic", dataset_options=OPTIONS, steps=1,
                                progress=False)
     state = training.create_train_state(jax.random.key(0), CFG)
     train_loop._save_config(workdir, CFG, run)
