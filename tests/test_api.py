@@ -9,6 +9,8 @@ import pytest
 import starlight_jax as sj
 from starlight_jax.noiselist import parse_noiselist
 
+pytestmark = pytest.mark.usefixtures("fast_compiles")  # values, not speed: compiles dominate CPU time
+
 NOISELIST = "shot_read_uniform_row1_rowt_periodic_row_learnedfixed"
 
 

@@ -8,6 +8,8 @@ import pytest
 import starlight_jax as sj
 from starlight_jax import isp, isp_fit, noise
 
+pytestmark = pytest.mark.usefixtures("fast_compiles")  # values, not speed: compiles dominate here
+
 
 def _values(**over):
     values = isp.used_values(isp.init_params())

@@ -13,6 +13,8 @@ import pytest
 from starlight_jax import noise
 from starlight_jax.noiselist import parse_noiselist
 
+pytestmark = pytest.mark.usefixtures("fast_compiles")  # values, not speed: compiles dominate CPU time
+
 KEY = jax.random.key(0)
 LEVELS = (0.05, 0.3, 0.8)
 

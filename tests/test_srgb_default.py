@@ -8,7 +8,7 @@ import starlight_jax as sj
 from starlight_jax import generator, structure
 
 SRGB = generator.DEFAULT_MODEL_DIRS[3]
-pytestmark = pytest.mark.skipif(not (SRGB / "generator.json").is_file(), reason=f"no sRGB default in {SRGB}")
+pytestmark = [pytest.mark.usefixtures("fast_compiles"), pytest.mark.skipif(not (SRGB / "generator.json").is_file(), reason=f"no sRGB default in {SRGB}")]
 
 
 def test_three_channel_images_get_the_trained_srgb_model():
