@@ -21,6 +21,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from starlight_jax import noise as noise_lib
+from starlight_jax.generator import quantize as round_to_step
+
 # Spatial lags (dy, dx) whose cross-channel correlations are matched; lag (0, 0) is the cross-channel one.
 LAGS = ((0, 0), (0, 1), (1, 0), (1, 1), (1, -1), (0, 2), (2, 0), (2, 2), (0, 4), (4, 0))
 N_BINS = 16
@@ -117,8 +120,6 @@ def fit_isp(noise_cfg, noisy, clean, *, steps: int = 600, batch: int = 4, lr: fl
       A `FitResult` whose ``values`` hold the used values of `FIT_KEYS`; ``loss`` and ``initial_loss``
       are the moment loss on (up to) 64 crops spread over the pairs, at the end and at the start.
     """
-    from starlight_jax import noise as noise_lib  # the noise components sit above this module's numerics
-
     cfg = dataclasses.replace(noise_cfg, tone=False, uniform=False, column=False, column_t=False, row=False,
                               fixed=False, learned_fixed=False, periodic=False)
     clean = jnp.asarray(tiles(clean, tile), jnp.float32)
@@ -136,8 +137,7 @@ def fit_isp(noise_cfg, noisy, clean, *, steps: int = 600, batch: int = 4, lr: fl
         weight = jnp.where(used, 1.0, 0.0) / jnp.maximum(jnp.sum(used), 1)
         noisy_model = noise_lib.add_noise(key, {**params, **theta}, clean, cfg)
         if quantize is not None:
-            noisy_model = noisy_model + jax.lax.stop_gradient(jnp.round(noisy_model / quantize) * quantize
-                                                              - noisy_model)
+            noisy_model = round_to_step(noisy_model, quantize)
         var, _, corr = moments(noisy_model - clean, bins)
         level = jnp.sum(weight * (jnp.log(jnp.maximum(var, 1e-12)) - jnp.log(jnp.maximum(real_var, 1e-12))) ** 2)
         shape = jnp.sum((corr - real_corr) ** 2)
