@@ -48,6 +48,11 @@ def parse_args(argv=None):
     ap.add_argument("--test_data_dir", default=None,
                     help="score every pair of this folder (same --dataset type) instead of the test split; the "
                          "baselines are still fitted on the run's training data (a cross-set test)")
+    ap.add_argument("--compare_with", default=None, metavar="WHICH_OR_RUN",
+                    help="also score a second model on the same scenes with the same sample keys and compare the "
+                         "two scene by scene (paired t interval per structure metric): a checkpoint of this run "
+                         "(init, best, latest or a step) or another run folder; e.g. --compare_with init asks "
+                         "whether training improved on the step-0 model")
     ap.add_argument("--json", default=None, help="output JSON (default <run>/evaluation.json)")
     return ap.parse_args(argv)
 
@@ -75,6 +80,11 @@ def main(argv=None):
         out = files.check_output_file(args.json or run_dir / "evaluation.json", "--json")
         model, cfg, info = load_noise_model(run_dir, args.which)
         _, run = load_run_config(info["run_dir"])
+        other = other_info = None
+        if args.compare_with is not None:
+            same_run = args.compare_with in ("init", "best", "latest") or args.compare_with.isdigit()
+            other, _, other_info = load_noise_model(*((run_dir, args.compare_with) if same_run
+                                                      else (resolve_run(args.compare_with, args.root), "latest")))
     except (FileNotFoundError, ValueError) as e:
         fail(str(e))
     options = {"frame_size": (args.frame_size, args.frame_size)} if args.frame_size else None
@@ -102,10 +112,12 @@ def main(argv=None):
         result = evaluation.evaluate_model(
             model, dataset, crop_size=crop, frames=frames, seed=args.seed, max_bursts=args.max_bursts,
             n_samples=args.samples, subtract_fixed_pattern=not args.keep_fixed_pattern,
-            max_train_bursts=args.max_train_bursts, test_data=test_data)
+            max_train_bursts=args.max_train_bursts, test_data=test_data, compare_with=other)
     except ValueError as e:
         fail(str(e))
     result["checkpoint"] = {**info, "data_dir": data_dir, "dataset_options": opts}
+    if other_info is not None:
+        result["comparison"]["b_checkpoint"] = other_info
     print()
     print(evaluation.metrics_table(result))
     print()
@@ -114,6 +126,12 @@ def main(argv=None):
     print(evaluation.residual_structure_table(result))
     print()
     print(evaluation.parameter_table(result))
+    if other_info is not None:
+        print()
+        print(f"[evaluate] paired comparison, a = {info['which']} (step {info['step']}), b = "
+              f"{other_info['which']} (step {other_info['step']}) of {other_info['run_dir']}: per-scene "
+              f"differences a - b, 95% t interval; lower is better")
+        print(evaluation.comparison_table(result))
     for note in result["notes"]:
         print(f"note: {note}")
     out.parent.mkdir(parents=True, exist_ok=True)

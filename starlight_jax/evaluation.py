@@ -58,6 +58,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from starlight_jax import compare
 from starlight_jax import metrics as metrics_lib
 from starlight_jax import structure
 from starlight_jax.baselines import (BinnedGaussianBaseline, GaussianBaseline, PoissonGaussianBaseline,
@@ -411,7 +412,7 @@ def baseline_parameters(baselines: Baselines, truth: Optional[dict] = None) -> d
 def evaluate_model(model: NoiseModel, dataset, *, crop_size: int, frames: int, seed: int = 0,
                    max_bursts: Optional[int] = None, n_samples: int = 4, baselines: Optional[Baselines] = None,
                    subtract_fixed_pattern: bool = True, max_train_bursts: Optional[int] = None,
-                   return_samples: bool = False, test_data=None):
+                   return_samples: bool = False, test_data=None, compare_with: Optional[NoiseModel] = None):
     """Scores the learned model and the baselines on the test split (or on every burst of ``test_data``).
 
     Args:
@@ -428,6 +429,9 @@ def evaluate_model(model: NoiseModel, dataset, *, crop_size: int, frames: int, s
       return_samples: also return the `EvalSamples` (for plots).
       test_data: another `BurstDataset` (e.g. another camera's pairs) whose every burst is scored; the
         baselines are still fitted on ``dataset``'s train split, as the model was: a cross-set test.
+      compare_with: a second `NoiseModel` (e.g. the run's step-0 model) drawn on the same scenes with the
+        same sample keys; ``result["comparison"]`` then holds `compare.compare_models` of the two (a = the
+        model, b = this one) and ``result["compared_model"]`` its pooled metrics.
 
     Returns:
       A JSON-ready dict: one entry per name in `MODELS` (each the metrics and structure metrics of the
@@ -469,6 +473,10 @@ def evaluate_model(model: NoiseModel, dataset, *, crop_size: int, frames: int, s
                        "noiselist": model.config.noise.noiselist, "compat": model.config.noise.compat,
                        "network": model.config.network, "structure_lattice_step": struct["setup"]["step"]}
     result["notes"] = _notes(model, dataset, baselines, samples, split)
+    if compare_with is not None:
+        result.update(_comparison(compare_with, scored, baselines, samples, crop_size=crop_size, frames=frames,
+                                  seed=seed, max_bursts=max_bursts, split=split,
+                                  step=struct["setup"]["step"]))
     if samples.generated["model"].shape[0] < 2:
         result["notes"].append("n_samples = 1: no second draw, so no sampling floor for the structure metrics")
     if any(result[m].get("kld_noiseflow", 1.0) <= 0 for m in MODELS):
@@ -477,6 +485,19 @@ def evaluate_model(model: NoiseModel, dataset, *, crop_size: int, frames: int, s
             "so residuals that miss the real ones score near 0 or below; check residual_mean/std and the "
             "histograms")
     return (result, samples) if return_samples else result
+
+
+def _comparison(other: NoiseModel, scored, baselines, samples: EvalSamples, *, step, **draw) -> dict:
+    """``{"compared_model": its pooled structure metrics, "comparison": compare.compare_models(...)}``."""
+    check_channels(other, scored)
+    # The same keys as the model's draws (model index 0): the paired differences then see the models only.
+    b = draw_samples(other, scored, baselines, n_samples=1, **draw).generated["model"][0]
+    clean = np.broadcast_to(samples.clean, samples.real.shape)
+    real, a_res, b_res = samples.residual(samples.real), samples.residual(samples.generated["model"][0]), \
+        samples.residual(b)
+    return {"compared_model": {"structure": structure.structure_metrics(real, b_res, clean, step=step)},
+            "comparison": {"metrics": compare.compare_models(real, a_res, b_res, clean, step=step),
+                           "confidence": compare.CONFIDENCE, "scenes": list(samples.names)}}
 
 
 def _notes(model, dataset, baselines, samples, split) -> list[str]:
@@ -554,6 +575,19 @@ def structure_table(result: dict) -> str:
     return format_table(header, rows)
 
 
+def comparison_table(result: dict) -> str:
+    """`evaluate_model`'s ``comparison``: per structure metric, both models pooled, the mean per-scene
+    difference a - b with its t interval, and the verdict."""
+    header = ["metric", "a pooled", "b pooled", "mean a - b (per scene)", "95% interval", "scenes", "verdict"]
+    rows = []
+    for k, label in STRUCTURE_COLUMNS:
+        c = result["comparison"]["metrics"][k]
+        interval = None if c["low"] is None else f"[{c['low']:.3g}, {c['high']:.3g}]"
+        rows.append([label, result["model"]["structure"][k], result["compared_model"]["structure"][k],
+                     c["mean_diff"], interval, c["n"], compare.verdict_label(c["verdict"], "a", "b")])
+    return format_table(header, rows)
+
+
 def residual_structure_table(result: dict) -> str:
     """Block-variance ratios and channel correlations of the real residuals and of each model's (white
     per-channel noise: ratios 1, correlations 0)."""
@@ -608,4 +642,4 @@ __all__ = ["evaluate_model", "largest_crop", "fit_baselines", "residual_arrays",
            "EvalSamples", "score_samples", "nlf_curves", "physical_parameters", "learned_parameters",
            "baseline_parameters", "load_batches", "is_srgb", "check_channels", "metrics_table", "parameter_table",
            "parameter_rows", "format_table", "to_json", "run_dataset", "max_frames", "MODELS", "LABELS",
-           "structure_scores", "structure_table", "residual_structure_table", "baseline_mean"]
+           "structure_scores", "structure_table", "residual_structure_table", "baseline_mean", "comparison_table"]

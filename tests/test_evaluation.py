@@ -310,3 +310,26 @@ def generator_generate(model, key, clean, offset=None):
     from starlight_jax.generator import generate
 
     return generate(model.params, key, clean, model.config, fixed_offset=offset)
+
+
+def test_evaluate_cli_compare_with_uses_the_same_keys(run_dir, tmp_path, capsys):
+    # The run compared with itself: the same sample keys give the same draws, so every per-scene difference
+    # is exactly 0 and every verdict a tie.
+    out = tmp_path / "eval.json"
+    _cli("evaluate").main(["--checkpoint", str(run_dir), "--json", str(out), "--max_bursts", "2", "--samples", "1",
+                           "--max_train_bursts", "3", "--compare_with", "latest"])
+    data = json.loads(out.read_text())
+    comp = data["comparison"]["metrics"]
+    assert set(comp) == set(structure.METRIC_NAMES) and data["comparison"]["b_checkpoint"]["step"] == 0
+    for k, c in comp.items():
+        assert c["n"] == 2 and c["mean_diff"] == 0.0 and c["verdict"] == "tie", k
+        assert c["per_scene_a"] == c["per_scene_b"]
+    assert data["compared_model"]["structure"]["xcorr_err"] == data["model"]["structure"]["xcorr_err"]
+    assert "paired comparison" in capsys.readouterr().out
+
+
+def test_evaluate_cli_compare_with_a_missing_checkpoint_fails(run_dir, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        _cli("evaluate").main(["--checkpoint", str(run_dir), "--json", str(tmp_path / "e.json"),
+                               "--compare_with", "init"])
+    assert e.value.code == 2 and "init" in capsys.readouterr().err
