@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--structure_weight", type=float, default=None,
                    help="weight of the term holding the generated residual's lagged cross-channel correlations "
                         "to the real batch's (default 0; the sRGB recipe uses 1 with the isp component)")
+    g.add_argument("--critic_scale", default=None,
+                   help="the residual critic sees (noisy - clean) x this: 'auto' (1/std of the training pairs' "
+                        "residual: unit-scale noise for the critic; the srgb preset) or a number (default 1)")
     g.add_argument("--quantize", default=None,
                    help="round the generator's output to the data's quantisation step: 'auto' (default: the "
                         "dataset's step, e.g. 1/255 for 8-bit files, under --compat physics), 'none', or a step "

@@ -14,6 +14,8 @@ preset:
   it is refused);
 * ``quantize`` ``"auto"``: the dataset's quantisation step under ``compat="physics"``, None under
   ``"starlight"``; ``"none"``: None; a number: that step;
+* ``critic_scale`` ``"auto"``: 1 / the std of the residual (noisy - clean) of up to `SCALE_BURSTS` training
+  bursts at the run's crop, so that the residual critic sees unit-scale noise; a number: that factor;
 * ``critic_warmup``: the preset's warm-up is cut to 1/`WARMUP_FRACTION` of the run's critic steps (a given
   one is kept, and refused if the generator would never step);
 * ``lr_decay`` ``"cosine"``: ``TrainConfig.decay_steps`` = the run's generator updates after the
@@ -31,10 +33,14 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable, Optional
 
+import numpy as np
+
 from starlight_jax.noiselist import DEFAULT_NOISELIST
 
 # The default warm-up is at most this fraction of the run's critic steps, so a short run trains the generator.
 WARMUP_FRACTION = 4
+# Training bursts whose residual std sets critic_scale "auto".
+SCALE_BURSTS = 16
 
 # Defaults that follow --compat (docs/compat.md, docs/training_notes.md): the physics mode's critic sees the
 # residual beside the clean patch, its scalars start from the data and have their own rate, and the level
@@ -67,6 +73,7 @@ _COMMON = dict(
     # TrainConfig
     noiselist=DEFAULT_NOISELIST, compat="physics", unet_opts="residualFalse_conv_tconv_selu", unet_widths=None,
     unet_skip=False, per_channel=False, quantize="auto", sigmoid=False, lpips_weight=1.0, structure_weight=0.0,
+    critic_scale=1.0,
     lr=2e-4, b1=0.5, b2=0.999, physics_optimizer="nsgd", decay_floor=0.05, lambda_gp=10.0, batch_size=1,
     channels=None, seed=0,
     # RunConfig
@@ -192,6 +199,7 @@ def resolve(values: dict, dataset, *, devices: int, explicit=(), stored_warmup: 
         except ValueError:
             raise ValueError(f"--quantize must be 'auto', 'none' or a step such as 0.00392, got {q!r}") from None
     v["channels"] = v["channels"] or dataset.channels
+    v["critic_scale"] = _critic_scale(v, dataset)
     total = v["steps"] or v["epochs"] * (len(dataset.train) // (v["batch_size"] * devices))
     if "critic_warmup" in explicit:
         if total and v["critic_warmup"] >= total:
@@ -208,3 +216,20 @@ def resolve(values: dict, dataset, *, devices: int, explicit=(), stored_warmup: 
                         else None)
     return {f.name: v[f.name] for f in dataclasses.fields(TrainConfig)}
 
+
+def _critic_scale(v: dict, dataset) -> float:
+    scale = v["critic_scale"]
+    if scale != "auto":
+        try:
+            return float(scale)
+        except (TypeError, ValueError):
+            raise ValueError(f"--critic_scale must be 'auto' or a number > 0, got {scale!r}") from None
+    from starlight_jax.data.batches import load_batches
+
+    batches = load_batches(dataset, "train", crop_size=v["crop_size"], frames=v["frames"], seed=v["seed"],
+                           max_bursts=SCALE_BURSTS)
+    std = float(np.std(np.concatenate([b["noisy"] - b["clean"] for b in batches])))
+    if not std > 0:
+        raise ValueError(f"--critic_scale auto: the training pairs of --dataset {v['dataset']} have no noise "
+                         f"(residual std {std}); give a number")
+    return 1.0 / std

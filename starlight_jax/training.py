@@ -64,6 +64,11 @@ class TrainConfig:
     sigmoid: bool = False
     critic_condition: str = "residual"
     critic_width: int = 16  # conv1 channels of the critic (64: the original's)
+    # The residual critic sees (noisy - clean) * critic_scale beside the clean patch. At 1 an sRGB residual
+    # (std ~0.015) is a small perturbation of features dominated by the clean patch (0..1): the critic's
+    # response to it is nearly linear, so it sees the mean of the noise but hardly its variance or
+    # correlation. ~1/std of the data's residual (`configs`' "auto") puts both on one scale.
+    critic_scale: float = 1.0
     # Extra generator term: 'none' or 'lpips' (weight lpips_weight).
     generator_loss: str = "none"
     lpips_weight: float = 1.0
@@ -124,6 +129,11 @@ class TrainConfig:
             raise ValueError(f"decay_steps must be >= 1 or None, got {self.decay_steps}")
         if not 0 <= self.decay_floor <= 1:
             raise ValueError(f"decay_floor must be in [0, 1], got {self.decay_floor}")
+        if not self.critic_scale > 0:
+            raise ValueError(f"critic_scale must be > 0, got {self.critic_scale}")
+        if self.critic_scale != 1.0 and self.critic_condition != "residual":
+            raise ValueError(f"critic_scale {self.critic_scale} needs critic_condition='residual' (it scales the "
+                             f"residual the critic sees), got {self.critic_condition!r}")
         for name in ("level_weight", "structure_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -372,7 +382,7 @@ def prepare(cfg: TrainConfig, stacks, clean=None):
     which the critic sees concatenated on the channel axis; otherwise ``(x, None)``.
     """
     if cfg.critic_condition == "residual":
-        stacks = stacks - clean
+        stacks = (stacks - clean) * cfg.critic_scale
 
     def one(stack):
         if cfg.discriminator_loss == "mean":

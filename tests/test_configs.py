@@ -42,6 +42,8 @@ OLD_DEFAULT = {
     "lr": 0.0002, "b1": 0.5, "b2": 0.999, "physics_lr": 0.02, "physics_optimizer": "nsgd", "decay_steps": 1240,
     "decay_floor": 0.05, "init_from_data": True, "n_critic": 1, "critic_warmup": 200, "lambda_gp": 10.0,
     "batch_size": 1, "frames": 8, "crop_size": 64, "channels": 4, "seed": 0}
+# Fields added since, at the values that keep the old behaviour.
+NEW_NEUTRAL = {"critic_scale": 1.0}
 OLD_STARLIGHT = {
     **OLD_DEFAULT, "noiselist": "shot_read_uniform_row1_rowt_fixed1_periodic", "compat": "starlight",
     "quantize": None, "discriminator_loss": "fourier", "critic_condition": "none", "generator_loss": "lpips",
@@ -84,7 +86,7 @@ def test_default_cli_config_is_unchanged(tmp_path, capsys):
                                tmp_path, capsys)
     assert first.startswith("[starlight-jax] config cpu (no --config given and the JAX backend is cpu")
     run = {k: v for k, v in got["run"].items() if k != "workdir"}
-    assert (got["train"], run) == (OLD_DEFAULT, OLD_RUN)
+    assert (got["train"], run) == ({**OLD_DEFAULT, **NEW_NEUTRAL}, OLD_RUN)
     assert got["config"] == {"name": "cpu", "reason": "no --config given and the JAX backend is cpu",
                              "flags": ["devices", "noiselist"]}
 
@@ -92,7 +94,7 @@ def test_default_cli_config_is_unchanged(tmp_path, capsys):
 def test_compat_starlight_on_the_cpu_preset_is_unchanged(tmp_path, capsys):
     _, got = _print_config(["--noiselist", "shot_read_uniform_row1_rowt_fixed1_periodic", "--compat", "starlight",
                             "--devices", "1"], tmp_path, capsys)
-    assert got["train"] == OLD_STARLIGHT
+    assert got["train"] == {**OLD_STARLIGHT, **NEW_NEUTRAL}
 
 
 def test_train_config_defaults_are_the_cli_default():

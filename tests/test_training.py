@@ -605,3 +605,35 @@ def test_structure_term_is_the_squared_correlation_error_and_enters_the_generato
                                rtol=1e-5)
     with pytest.raises(ValueError, match="structure_weight"):
         train_config(structure_weight=-1.0)
+
+
+def test_critic_scale_multiplies_the_residual_the_critic_sees():
+    cfg = train_config(noiselist="read", network="noUnet", crop_size=64, frames=1, channels=3,
+                       critic_condition="residual")
+    scaled = dataclasses.replace(cfg, critic_scale=50.0)
+    clean = jnp.full((1, 1, 64, 64, 3), 0.5)
+    noisy = clean + 0.01 * jax.random.normal(jax.random.key(1), clean.shape)
+    x1, c1 = training.prepare(cfg, noisy, clean)
+    x50, c50 = training.prepare(scaled, noisy, clean)
+    np.testing.assert_allclose(np.asarray(x50), 50.0 * np.asarray(x1), rtol=1e-5)
+    np.testing.assert_array_equal(np.asarray(c50), np.asarray(c1))  # the clean condition is not scaled
+    with pytest.raises(ValueError, match="critic_scale must be > 0"):
+        dataclasses.replace(cfg, critic_scale=0.0)
+    with pytest.raises(ValueError, match="critic_condition='residual'"):
+        dataclasses.replace(cfg, critic_scale=2.0, critic_condition="clean")
+
+
+def test_critic_scale_auto_is_one_over_the_training_residual_std():
+    from starlight_jax import configs
+    from starlight_jax.data import load_dataset
+    from starlight_jax.data.batches import load_batches
+
+    dataset = load_dataset("synthetic", frame_size=(64, 64), bursts_per_scene=1)
+    v = {**configs.cpu(), "critic_scale": "auto", "frames": 2}
+    got = configs.resolve(v, dataset, devices=1, log=lambda *_: None)["critic_scale"]
+    batches = load_batches(dataset, "train", crop_size=64, frames=2, seed=0, max_bursts=configs.SCALE_BURSTS)
+    want = 1.0 / np.std(np.concatenate([b["noisy"] - b["clean"] for b in batches]))
+    assert got == pytest.approx(want, rel=1e-6) and got > 1  # residuals are well below 1
+    assert configs.resolve({**v, "critic_scale": "3"}, dataset, devices=1, log=lambda *_: None)["critic_scale"] == 3.0
+    with pytest.raises(ValueError, match="--critic_scale must be"):
+        configs.resolve({**v, "critic_scale": "x"}, dataset, devices=1, log=lambda *_: None)
