@@ -6,13 +6,16 @@ beside the training step rate of the ``cpu`` preset: is the pipeline the bottlen
 
 Prints one JSON object:
 
-* ``cpu_preset``: steps/s of the ``cpu`` preset (`training.TrainConfig()`: crop 64, 8 frames, B 1, critic
-  width 16, no U-Net), jitted ``d_step`` alone (the critic warm-up: the fastest step, the most batches/s
-  asked for) and ``d_step + g_step`` (after it, n_critic 1), medians after one warm-up;
+* ``cpu_preset``: steps/s of the ``cpu`` preset (crop 64, 8 frames, B 1, critic width 16, no U-Net): the
+  jitted ``d_step`` alone (the critic warm-up: the fastest step, the most batches/s asked for) and a
+  step after the warm-up (``d_step`` + ``g_step / n_critic``), medians after one warm-up; ``gpu_preset``
+  the same for the ``gpu`` preset (crop 256, 16 frames, U-Net, critic width 64), measured only when JAX
+  runs on a GPU;
 * ``sources``: per source and batch shape, batches/s through :class:`BurstLoader` (``workers`` 0: the
   main process's 2 threads; 2: two worker processes with 2 threads each), the first batch's latency (it
   includes starting the workers), and whether the workers' batches equal the in-process ones;
-* ``verdict``: per source, the better of the two rates against the preset's fastest step rate.
+* ``verdict``: per source, the better of the two rates against its preset's fastest step rate (the
+  ``*_gpu_preset_*`` shapes against the gpu preset).
 
 Sources: ``synthetic`` (generated on the fly, at the cpu preset's 128-px frames and at the gpu preset's
 256-px frames and 256² x 16 crops), ``pairs`` on ../shared/data/srgb_pairs/nam when present (the srgb
@@ -33,6 +36,7 @@ import sys
 import tempfile
 import time
 
+import grain
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
@@ -78,14 +82,16 @@ def measure(dataset, seconds: float, **options) -> dict:
             **out}
 
 
-def cpu_preset_rate(repeats: int) -> dict:
-    """Steps/s of the cpu preset on a batch of its shape from the synthetic data it trains on."""
+def preset_rate(name: str, repeats: int) -> dict:
+    """Steps/s of preset ``name`` on a batch of its shape from the synthetic data it trains on (resolved as
+    ``experiments/train.py --config NAME`` on one device)."""
     import jax
 
-    from starlight_jax import training
+    from starlight_jax import configs, training
 
-    cfg = training.TrainConfig()  # the cpu preset resolved on the embedded synthetic data
-    ds = load_dataset("synthetic", frame_size=(128, 128))
+    values = configs.get_config(name)
+    ds = load_dataset("synthetic", frame_size=(values["frame_size"],) * 2)
+    cfg = training.TrainConfig(**configs.resolve(values, ds, devices=1, log=lambda *_: None))
     pipe = PipelineConfig(batch_size=cfg.batch_size, crop_size=cfg.crop_size, frames=cfg.frames)
     with make_loader(ds, "train", pipe) as loader:
         batch = jax.device_put(next(loader))
@@ -96,9 +102,10 @@ def cpu_preset_rate(repeats: int) -> dict:
     t, _ = time_fn(lambda: jax.block_until_ready(d_step(state, batch)), repeats=repeats)
     after, _ = d_step(state, batch)
     t_g, _ = time_fn(lambda: jax.block_until_ready(g_step(after, batch, None)), repeats=repeats)
+    # A step reads one batch: the critic's, plus the generator's every n_critic-th step (none in warm-up).
     return {"config": f"B={cfg.batch_size} crop={cfg.crop_size} T={cfg.frames} critic_width={cfg.critic_width} "
                       f"network={cfg.network} n_critic={cfg.n_critic}",
-            "d_step_per_s": round(1 / t, 2), "d_and_g_step_per_s": round(1 / (t + t_g), 2)}
+            "d_step_per_s": round(1 / t, 2), "steps_per_s_after_warmup": round(1 / (t + t_g / cfg.n_critic), 2)}
 
 
 def starlight_fixture(root: pathlib.Path) -> None:
@@ -137,15 +144,16 @@ def sidd_fixture(root: pathlib.Path) -> None:
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="timed seconds per source and worker count")
-    parser.add_argument("--repeats", type=int, default=10, help="timed cpu-preset steps")
+    parser.add_argument("--repeats", type=int, default=10, help="timed steps per preset")
     parser.add_argument("--sources", default="synthetic,pairs,starlight,sidd")
     args = parser.parse_args(argv)
     wanted = args.sources.split(",")
-    import grain
-
     out = {**device_info(), "grain": grain.__version__, "numpy": np.__version__,
-           "date": datetime.date.today().isoformat(), "load_1min": round(os.getloadavg()[0], 1),
-           "cpu_preset": cpu_preset_rate(args.repeats), "sources": {}}
+           "date": datetime.date.today().isoformat(), "load_1min": round(os.getloadavg()[0], 1)}
+    out["cpu_preset"] = preset_rate("cpu", args.repeats)
+    out["gpu_preset"] = (preset_rate("gpu", args.repeats) if out["backend"] != "cpu"
+                         else "not measured: the JAX backend is cpu")
+    out["sources"] = {}
     src, s = out["sources"], args.seconds
     if "synthetic" in wanted:
         src["synthetic_cpu_preset_128px"] = measure(load_dataset("synthetic", frame_size=(128, 128)), s,
@@ -168,12 +176,18 @@ def main(argv=None) -> dict:
             sidd_fixture(tmp / "sidd")
             src["sidd_raw_fixture_1024"] = measure(load_dataset("sidd", tmp / "sidd", test_mod=1000), s,
                                                    batch_size=1, crop_size=64, frames=1)
-    need = out["cpu_preset"]["d_step_per_s"]
-    out["verdict"] = {
-        name: (f"{best:.1f} batches/s against {need:.1f} steps/s: "
-               + ("the pipeline keeps up" if best >= need else "the pipeline is the bottleneck"))
-        for name, m in src.items() if isinstance(m, dict)
-        for best in [max(m[f"workers_{w}"]["batches_per_s"] for w in WORKERS)]}
+    out["verdict"] = {}
+    for name, m in src.items():
+        if not isinstance(m, dict):
+            continue
+        preset = "gpu" if "gpu_preset" in name else "cpu"
+        if not isinstance(out[f"{preset}_preset"], dict):
+            out["verdict"][name] = f"{preset} preset not measured here"
+            continue
+        need = out[f"{preset}_preset"]["d_step_per_s"]  # the fastest step: the most batches/s asked for
+        best = max(m[f"workers_{w}"]["batches_per_s"] for w in WORKERS)
+        out["verdict"][name] = (f"{best:.1f} batches/s against the {preset} preset's {need:.1f} steps/s: "
+                                + ("the pipeline keeps up" if best >= need else "the pipeline is the bottleneck"))
     print(json.dumps(out, indent=1))  # one JSON object
     return out
 

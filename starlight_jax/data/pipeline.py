@@ -194,8 +194,9 @@ class BurstLoader:
                                  f"frames={self.config.frames}")
             lengths.setdefault(info.num_frames, info.name)
         if self.config.frames is None and len(lengths) > 1 and self.config.batch_size // self.process_count > 1:
-            raise ValueError(f"frames=None but items have different lengths ({lengths}), so their bursts cannot "
-                             "be stacked in one batch; set PipelineConfig.frames")
+            shown = ", ".join(f"{name!r} has {t}" for t, name in lengths.items())
+            raise ValueError(f"frames=None but items have different lengths ({shown} frames), so their bursts "
+                             "cannot be stacked in one batch; set PipelineConfig.frames")
 
     # -- deterministic core ---------------------------------------------------------------------------
     def order(self, epoch: int) -> np.ndarray:
@@ -207,10 +208,12 @@ class BurstLoader:
         """The rows of batch ``index`` of ``epoch`` that process ``process`` (default: this loader's) reads;
         pure: the same arguments always give the same batch."""
         self._check_position((epoch, index))
-        q = self.process_index if process is None else int(process)
-        if not 0 <= q < self.process_count:
+        k = epoch * self.batches_per_epoch + index
+        if process is None:
+            return self.dataset[k]
+        if not 0 <= process < self.process_count:
             raise ValueError(f"process={process} must be in [0, process_count={self.process_count})")
-        return self._blocks[(epoch * self.batches_per_epoch + index) * self.process_count + q]
+        return self._blocks[k * self.process_count + process]
 
     def _batch_number(self, k: int) -> dict[str, np.ndarray]:
         return self.batch_at(*divmod(k, self.batches_per_epoch))
