@@ -1,19 +1,34 @@
-"""Throughput of every data source that can run here, through the pipeline, on CPU.
+"""Input-pipeline throughput of every data source that can run here, with 0 and 2 grain worker processes,
+beside the training step rate of the ``cpu`` preset: is the pipeline the bottleneck?
 
-Prints one JSON object: per source, batches/s through :class:`BurstLoader` (background prefetch on) and
-the batch shape, next to what training needs. A WGAN-GP step on CPU takes ~1 s or more, so a source that
-delivers a few batches/s keeps the step fed (prefetching overlaps loading with the step).
+    python benchmarks/bench_data.py                          # ~5 min on 2 busy cores
+    python benchmarks/bench_data.py --seconds 3 --sources synthetic,pairs
 
-Sources: ``synthetic`` (generated on the fly), ``pairs`` on ../shared/data/srgb_pairs/nam when present,
-and the ``starlight`` and ``sidd`` readers on fixtures written to a temporary folder in their real file
-formats (Starlight frames at the real 640x1080 size; SIDD raw at 1024x1024 instead of ~3000x5000).
+Prints one JSON object:
 
-Usage: ``python benchmarks/bench_data.py [--seconds 6] [--sources synthetic,pairs,starlight,sidd]``
+* ``cpu_preset``: steps/s of the ``cpu`` preset (crop 64, 8 frames, B 1, critic width 16, no U-Net): the
+  jitted ``d_step`` alone (the critic warm-up: the fastest step, the most batches/s asked for) and a
+  step after the warm-up (``d_step`` + ``g_step / n_critic``), medians after one warm-up; ``gpu_preset``
+  the same for the ``gpu`` preset (crop 256, 16 frames, U-Net, critic width 64), measured only when JAX
+  runs on a GPU;
+* ``sources``: per source and batch shape, batches/s through :class:`BurstLoader` (``workers`` 0: the
+  main process's 2 threads; 2: two worker processes with 2 threads each), the first batch's latency (it
+  includes starting the workers), and whether the workers' batches equal the in-process ones;
+* ``verdict``: per source, the better of the two rates against its preset's fastest step rate (the
+  ``*_gpu_preset_*`` shapes against the gpu preset).
+
+Sources: ``synthetic`` (generated on the fly, at the cpu preset's 128-px frames and at the gpu preset's
+256-px frames and 256² x 16 crops), ``pairs`` on ../shared/data/srgb_pairs/nam when present (the srgb
+preset's B 8, crop 64, T 1), and the ``starlight`` and ``sidd`` readers on fixtures written to a temporary
+folder in their real file formats (Starlight frames at the real 640x1080 size; SIDD raw at 1024x1024
+instead of ~3000x5000).
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import functools
 import json
 import os
 import pathlib
@@ -21,32 +36,76 @@ import sys
 import tempfile
 import time
 
+import grain
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
+from common import device_info, time_fn  # noqa: E402
 from starlight_jax.data import PipelineConfig, load_dataset, make_loader  # noqa: E402
 
 NAM = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "srgb_pairs" / "nam"
-STEP_SECONDS_CPU = 1.0  # a WGAN-GP step on CPU: ~1 s or more
+WORKERS = (0, 2)
+COMPARED = 4  # batches compared between worker counts
 
 
-def measure(dataset, config: PipelineConfig, seconds: float) -> dict:
-    """Batches/s over ``seconds`` after one warm-up batch (scene caches, file system)."""
+def rate(dataset, config: PipelineConfig, seconds: float) -> tuple[dict, list]:
+    """Batches/s over ``seconds`` after the first batch (worker start, scene caches, file system)."""
     with make_loader(dataset, "train", config) as loader:
         t0 = time.perf_counter()
-        batch = next(loader)
+        batches = [next(loader)]
         first = time.perf_counter() - t0
         n, t0 = 0, time.perf_counter()
-        while time.perf_counter() - t0 < seconds:
+        while time.perf_counter() - t0 < seconds or len(batches) < COMPARED:
             batch = next(loader)
+            if len(batches) < COMPARED:
+                batches.append(batch)
             n += 1
-        rate = n / (time.perf_counter() - t0)
-    return {"batches_per_s": round(rate, 2), "first_batch_s": round(first, 2),
-            "batch": {k: "x".join(map(str, v.shape)) for k, v in batch.items()},
-            "config": f"B={config.batch_size} crop={config.crop_size[0]}x{config.crop_size[1]} T={config.frames} "
-                      f"threads={config.num_threads} prefetch={config.prefetch}",
-            "keeps_up_with_1s_step": rate * STEP_SECONDS_CPU >= 1.0}
+        per_s = n / (time.perf_counter() - t0)
+    return {"batches_per_s": round(per_s, 2), "first_batch_s": round(first, 2)}, batches
+
+
+def measure(dataset, seconds: float, **options) -> dict:
+    """Both worker counts on one source and shape; the batches must not depend on the worker count."""
+    out, reference = {}, None
+    for workers in WORKERS:
+        config = PipelineConfig(**options, workers=workers)
+        out[f"workers_{workers}"], batches = rate(dataset, config, seconds)
+        if reference is None:
+            reference = batches
+            shape = {k: "x".join(map(str, v.shape)) for k, v in batches[0].items()}
+        else:
+            out[f"workers_{workers}"]["same_batches_as_workers_0"] = all(
+                np.array_equal(a[k], b[k]) for a, b in zip(batches, reference) for k in a)
+    return {"batch": shape, "config": f"B={config.batch_size} crop={config.crop_size[0]}x{config.crop_size[1]} "
+                                      f"T={config.frames} threads={config.num_threads} prefetch={config.prefetch}",
+            **out}
+
+
+def preset_rate(name: str, repeats: int) -> dict:
+    """Steps/s of preset ``name`` on a batch of its shape from the synthetic data it trains on (resolved as
+    ``experiments/train.py --config NAME`` on one device)."""
+    import jax
+
+    from starlight_jax import configs, training
+
+    values = configs.get_config(name)
+    ds = load_dataset("synthetic", frame_size=(values["frame_size"],) * 2)
+    cfg = training.TrainConfig(**configs.resolve(values, ds, devices=1, log=lambda *_: None))
+    pipe = PipelineConfig(batch_size=cfg.batch_size, crop_size=cfg.crop_size, frames=cfg.frames)
+    with make_loader(ds, "train", pipe) as loader:
+        batch = jax.device_put(next(loader))
+    state = training.create_train_state(jax.random.key(0), cfg, fixed_pattern=ds.fixed_pattern
+                                        if cfg.generator.noise.fixed else None)
+    d_step = jax.jit(functools.partial(training.d_step, cfg))
+    g_step = jax.jit(functools.partial(training.g_step, cfg))
+    t, _ = time_fn(lambda: jax.block_until_ready(d_step(state, batch)), repeats=repeats)
+    after, _ = d_step(state, batch)
+    t_g, _ = time_fn(lambda: jax.block_until_ready(g_step(after, batch, None)), repeats=repeats)
+    # A step reads one batch: the critic's, plus the generator's every n_critic-th step (none in warm-up).
+    return {"config": f"B={cfg.batch_size} crop={cfg.crop_size} T={cfg.frames} critic_width={cfg.critic_width} "
+                      f"network={cfg.network} n_critic={cfg.n_critic}",
+            "d_step_per_s": round(1 / t, 2), "steps_per_s_after_warmup": round(1 / (t + t_g / cfg.n_critic), 2)}
 
 
 def starlight_fixture(root: pathlib.Path) -> None:
@@ -84,43 +143,51 @@ def sidd_fixture(root: pathlib.Path) -> None:
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=6.0, help="timed seconds per source")
+    parser.add_argument("--seconds", type=float, default=5.0, help="timed seconds per source and worker count")
+    parser.add_argument("--repeats", type=int, default=10, help="timed steps per preset")
     parser.add_argument("--sources", default="synthetic,pairs,starlight,sidd")
     args = parser.parse_args(argv)
     wanted = args.sources.split(",")
-    out = {"device": "cpu", "cpu_cores": os.cpu_count(),
-           "need": f"a WGAN-GP step on CPU takes ~{STEP_SECONDS_CPU:g} s or more, so >= 1 batch/s keeps it fed and "
-                   "a few batches/s leaves headroom; prefetch overlaps loading with the step",
-           "sources": {}}
+    out = {**device_info(), "grain": grain.__version__, "numpy": np.__version__,
+           "date": datetime.date.today().isoformat(), "load_1min": round(os.getloadavg()[0], 1)}
+    out["cpu_preset"] = preset_rate("cpu", args.repeats)
+    out["gpu_preset"] = (preset_rate("gpu", args.repeats) if out["backend"] != "cpu"
+                         else "not measured: the JAX backend is cpu")
+    out["sources"] = {}
+    src, s = out["sources"], args.seconds
     if "synthetic" in wanted:
-        ds = load_dataset("synthetic")  # 256x256 frames, 16-frame bursts
-        out["sources"]["synthetic"] = measure(ds, PipelineConfig(batch_size=1, crop_size=256, frames=16), args.seconds)
-        out["sources"]["synthetic_crop128_b2"] = measure(
-            ds, PipelineConfig(batch_size=2, crop_size=128, frames=16), args.seconds)
-        cached = load_dataset("synthetic", cache=True)
-        for i in range(len(cached.train)):  # fill the cache (what the first epoch does)
-            cached.train[i]
-        out["sources"]["synthetic_cached_after_epoch1"] = measure(
-            cached, PipelineConfig(batch_size=1, crop_size=256, frames=16), args.seconds)
+        src["synthetic_cpu_preset_128px"] = measure(load_dataset("synthetic", frame_size=(128, 128)), s,
+                                                    batch_size=1, crop_size=64, frames=8)
+        src["synthetic_gpu_preset_256px"] = measure(load_dataset("synthetic"), s, batch_size=1, crop_size=256,
+                                                    frames=16)
     if "pairs" in wanted:
         if NAM.is_dir():
-            ds = load_dataset("pairs", NAM)
-            out["sources"]["pairs_nam"] = measure(ds, PipelineConfig(batch_size=8, crop_size=256, frames=1),
-                                                  args.seconds)
+            src["pairs_nam_srgb_preset"] = measure(load_dataset("pairs", NAM), s, batch_size=8, crop_size=64,
+                                                   frames=1)
         else:
-            out["sources"]["pairs_nam"] = f"skipped: {NAM} not present"
+            src["pairs_nam_srgb_preset"] = f"skipped: {NAM} not present"
     with tempfile.TemporaryDirectory() as tmp:
         tmp = pathlib.Path(tmp)
         if "starlight" in wanted:
             starlight_fixture(tmp / "starlight")
-            ds = load_dataset("starlight", tmp / "starlight")
-            out["sources"]["starlight_fixture_640x1080_v73"] = measure(
-                ds, PipelineConfig(batch_size=1, crop_size=256, frames=16), args.seconds)
+            src["starlight_fixture_640x1080_v73"] = measure(load_dataset("starlight", tmp / "starlight"), s,
+                                                            batch_size=1, crop_size=64, frames=8)
         if "sidd" in wanted:
             sidd_fixture(tmp / "sidd")
-            ds = load_dataset("sidd", tmp / "sidd", test_mod=1000)
-            out["sources"]["sidd_raw_fixture_1024"] = measure(
-                ds, PipelineConfig(batch_size=2, crop_size=256, frames=1), args.seconds)
+            src["sidd_raw_fixture_1024"] = measure(load_dataset("sidd", tmp / "sidd", test_mod=1000), s,
+                                                   batch_size=1, crop_size=64, frames=1)
+    out["verdict"] = {}
+    for name, m in src.items():
+        if not isinstance(m, dict):
+            continue
+        preset = "gpu" if "gpu_preset" in name else "cpu"
+        if not isinstance(out[f"{preset}_preset"], dict):
+            out["verdict"][name] = f"{preset} preset not measured here"
+            continue
+        need = out[f"{preset}_preset"]["d_step_per_s"]  # the fastest step: the most batches/s asked for
+        best = max(m[f"workers_{w}"]["batches_per_s"] for w in WORKERS)
+        out["verdict"][name] = (f"{best:.1f} batches/s against the {preset} preset's {need:.1f} steps/s: "
+                                + ("the pipeline keeps up" if best >= need else "the pipeline is the bottleneck"))
     print(json.dumps(out, indent=1))  # one JSON object
     return out
 

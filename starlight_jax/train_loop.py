@@ -199,10 +199,13 @@ def _train_locked(cfg, run, workdir, resume, dataset, log, allow_config_change, 
                 enable_async_checkpointing=False), item_names=("state", "loader")) as init_manager:
             _save(init_manager, 0, state, {"epoch": 0, "index": 0})
     _save_config(workdir, cfg, run, preset=preset)
-    loader = make_loader(dataset, "train", pipe, start=loader_start)
+    # The mesh is this process's devices, so this process reads whole batches (the loader's default shards
+    # them by JAX process, for a mesh over all processes' devices); every process evaluates the same bursts.
+    whole = {"process_index": 0, "process_count": 1}
+    loader = make_loader(dataset, "train", pipe, start=loader_start, **whole)
     total = run.steps if run.steps is not None else run.epochs * loader.batches_per_epoch
     test_pipe = dataclasses.replace(pipe, batch_size=1)
-    test_loader = make_loader(dataset, "test" if has_test else "train", test_pipe)
+    test_loader = make_loader(dataset, "test" if has_test else "train", test_pipe, **whole)
     test_batches = [test_loader.batch_at(0, i) for i in range(min(run.test_bursts, test_loader.batches_per_epoch))]
     test_loader.close()
 

@@ -82,7 +82,7 @@ def load_batches(dataset, split: str, *, crop_size: int, frames: int, seed: int 
     if len(dataset.split(split)) == 0:
         raise ValueError(f"dataset {dataset.name!r} has no {split} bursts")
     pipe = PipelineConfig(batch_size=1, crop_size=crop_size, frames=frames, seed=seed)
-    with make_loader(dataset, split, pipe) as loader:
+    with make_loader(dataset, split, pipe, process_index=0, process_count=1) as loader:  # all, on every process
         n = loader.batches_per_epoch if max_bursts is None else min(int(max_bursts), loader.batches_per_epoch)
         return [loader.batch_at(0, i) for i in range(n)]
 

@@ -79,6 +79,12 @@ class _DecodedCache:
                 self.used += decoded[0].nbytes
         return decoded
 
+    def __getstate__(self):  # a loader worker process fills its own cache
+        return self.max_bytes
+
+    def __setstate__(self, max_bytes):
+        self.__init__(max_bytes)
+
 
 def _pair_item(name: str, noisy_path: pathlib.Path, clean_path: pathlib.Path,
                max_value: float | None, cache: _DecodedCache) -> tuple[Item, ImageHeader]:

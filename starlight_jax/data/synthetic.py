@@ -335,6 +335,12 @@ class _Scenes:
                 self._cache[name] = clean_scene(name, self._config.frame_size, self._config.exposure)
             return self._cache[name]
 
+    def __getstate__(self):  # a loader worker process builds its own scenes
+        return self._config
+
+    def __setstate__(self, config):
+        self.__init__(config)
+
 
 def load_synthetic(config: SyntheticConfig | None = None, **overrides) -> BurstDataset:
     """Builds the synthetic dataset (nothing is downloaded; frames are generated when read).

@@ -345,7 +345,8 @@ def run_benchmark(train_data, *, model=None, test_data=None, config: BenchmarkCo
         for seed in seeds:
             # The loader's seed picks the crops and their order: seed-dependent, the same for every method.
             pipe = PipelineConfig(batch_size=bursts, crop_size=cfg.crop_size, frames=frames, seed=seed)
-            with make_loader(train_data, "train", pipe) as loader:
+            # Whole batches: `dp` spans this process's devices only.
+            with make_loader(train_data, "train", pipe, process_index=0, process_count=1) as loader:
                 params, hist = train_denoiser(iter(loader), cfg.steps, config=denoiser, train_config=cfg.train,
                                               source=sources[method], seed=seed, parallel=dp,
                                               log_every=cfg.log_every, log=log, name=f"{method} seed {seed}")
