@@ -162,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--num_processes", type=int, default=None)
     g.add_argument("--process_id", type=int, default=None)
     g.add_argument("--no_progress", action="store_true")
+    cli.add_compilation_cache_flag(g)
     g.add_argument("--print_config", action="store_true", help="print the resolved configuration as JSON and exit "
                    "before anything is compiled")
     return ap
@@ -243,6 +244,7 @@ def main(argv=None):
 
 
 def _train(args, allowed, where):
+    cli.setup_compilation_cache(args.compilation_cache)
     import jax
 
     if args.coordinator_address or args.num_processes or "SLURM_NTASKS" in os.environ:

@@ -27,6 +27,7 @@ CONTROL_FLAGS = {
     "notes": "appended to the run folder's name (RunConfig.workdir)",
     "max_minutes": "a session's time budget (RunConfig.max_seconds), may change on every resume",
     "no_progress": "a session's progress bar (RunConfig.progress)",
+    "compilation_cache": "where compiled programs are kept between runs, not part of what is trained",
 }
 
 # What the code before the presets produced (train.py on main at ab8e0fd, with a monkeypatched
