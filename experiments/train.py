@@ -133,6 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--epochs", type=int, help="passes over the training bursts (CPU default 40, GPU 200)")
     g.add_argument("--steps", type=int, help="critic steps (overrides --epochs)")
     g.add_argument("--seed", type=int, help="default 0")
+    g.add_argument("--precision", choices=["float32", "bfloat16"],
+                   help="compute dtype of the U-Net and the critic (default float32; bfloat16: mixed precision, "
+                        "parameters, physical noise and losses stay float32; benchmarks/README.md has its speed "
+                        "and realism)")
     g = ap.add_argument_group("data")
     g.add_argument("--dataset", choices=["synthetic", "pairs", "sidd", "starlight"])
     g.add_argument("--data_dir", default=None)

@@ -42,7 +42,7 @@ OLD_DEFAULT = {
     "critic_width": 16, "generator_loss": "none", "lpips_weight": 1.0, "level_weight": 10.0, "structure_weight": 0.0,
     "lr": 0.0002, "b1": 0.5, "b2": 0.999, "physics_lr": 0.02, "physics_optimizer": "nsgd", "decay_steps": 1240,
     "decay_floor": 0.05, "init_from_data": True, "n_critic": 1, "critic_warmup": 200, "lambda_gp": 10.0,
-    "batch_size": 1, "frames": 8, "crop_size": 64, "channels": 4, "seed": 0}
+    "batch_size": 1, "frames": 8, "crop_size": 64, "channels": 4, "seed": 0, "precision": "float32"}
 OLD_STARLIGHT = {
     **OLD_DEFAULT, "noiselist": "shot_read_uniform_row1_rowt_fixed1_periodic", "compat": "starlight",
     "quantize": None, "discriminator_loss": "fourier", "critic_condition": "none", "generator_loss": "lpips",
