@@ -55,7 +55,7 @@ print(json.dumps(dict(seconds=t, threads=torch.get_num_threads(), torch=torch.__
 
 def _entry(t: float, sites: int, bytes_in_out: int, bytes_accessed, bandwidth) -> dict:
     frac = (lambda b: None if bandwidth is None or b is None else round(b / t / bandwidth, 4))
-    return dict(ms=round(1e3 * t, 3), gpix_per_s=round(sites / t / 1e9, 4), bytes_in_out=bytes_in_out,
+    return dict(ms=round(1e3 * t, 3), gpix_per_s=round(sites / t / 1e9, 6), bytes_in_out=bytes_in_out,
                 xla_bytes_accessed=bytes_accessed, bandwidth_fraction_in_out=frac(bytes_in_out),
                 bandwidth_fraction_xla=frac(bytes_accessed))
 

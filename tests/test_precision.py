@@ -47,22 +47,23 @@ def test_unet_bfloat16_keeps_float32_output_blocks():
     assert not bool(jnp.all(out == out.astype(BF16).astype(jnp.float32)))
 
 
-def test_bfloat16_training_steps_match_float32_to_its_precision():
-    base = dict(network="Unet", unet_widths=TINY_WIDTHS, crop_size=64, frames=2, critic_width=4, decay_steps=None,
-                init_from_data=False, critic_warmup=0)
-    clean = 0.2 * jax.random.uniform(jax.random.key(1), (1, 2, 64, 64, 4))
+@pytest.mark.usefixtures("fast_compiles")
+def test_bfloat16_critic_step_matches_float32_to_its_precision():
+    # noUnet: the U-Net's precision is tested above; a critic step with its penalty is what costs here.
+    base = dict(crop_size=64, frames=1, critic_width=2, decay_steps=None, init_from_data=False, critic_warmup=0)
+    clean = 0.2 * jax.random.uniform(jax.random.key(1), (1, 1, 64, 64, 4))
     batch = dict(clean=clean, noisy=jnp.clip(clean + 0.02 * jax.random.normal(jax.random.key(2), clean.shape), 0, 1))
     out = {}
     for precision in ("float32", "bfloat16"):
         cfg = training.TrainConfig(**base, precision=precision)
         assert cfg.generator.precision == precision
         state = training.create_train_state(jax.random.key(0), cfg)
-        state, d_metrics = jax.jit(functools.partial(training.d_step, cfg))(state, batch)
-        state, g_metrics = jax.jit(functools.partial(training.g_step, cfg))(state, batch)
-        assert all(v.dtype == jnp.float32 for v in jax.tree_util.tree_leaves((state.d_params, state.g_params)))
-        out[precision] = {**d_metrics, **g_metrics}
-    for name in ("d_real", "d_fake", "gp", "level"):
+        state, metrics = jax.jit(functools.partial(training.d_step, cfg))(state, batch)
+        assert all(v.dtype == jnp.float32 for v in jax.tree_util.tree_leaves(state.d_params))
+        out[precision] = metrics
+    for name in ("d_real", "d_fake", "gp"):
         np.testing.assert_allclose(out["bfloat16"][name], out["float32"][name], rtol=0.05, err_msg=name)
+    assert float(out["bfloat16"]["gp"]) != float(out["float32"]["gp"])  # the bfloat16 critic did run
 
 
 def test_unknown_precision_is_refused():
