@@ -12,6 +12,12 @@ the U-Net, the Fourier input transform and the critic are those of the original)
 original: the D step also backprops into G, SPEC §12.16; our ``d_step`` stops that gradient).
 
 ``ratio`` is peer time / JAX time (above 1: JAX is faster). Medians over ``--repeats`` after one warm-up.
+
+FLOPs: XLA's cost analysis of the compiled ``d_step`` and ``g_step`` (``jit(...).lower(...).compile()``),
+their sum per iteration over its time as TFLOP/s, and that as a fraction of the device's peak
+(`common.DEVICE_PEAKS`: for ``--precision float32`` against both the float32 and the tf32 peak, XLA's
+default for float32 convolutions on a GPU; for bfloat16 against the bfloat16 peak; None on a CPU, which
+has no single honest peak). ``--precision bfloat16`` is `TrainConfig.precision` (mixed precision).
 """
 from __future__ import annotations
 
@@ -23,22 +29,25 @@ import time
 import jax
 import jax.numpy as jnp
 
-from common import PEER_TIMER, default_peer_python, device_info, run_peer, time_fn
+from common import PEER_TIMER, cost, default_peer_python, device_info, device_peaks, run_peer, time_fn
 from starlight_jax import training
 
 
-def bench_jax(crop: int, frames: int, compat: str, repeats: int) -> dict:
+def bench_jax(crop: int, frames: int, compat: str, repeats: int, precision: str = "float32") -> dict:
     # The original's critic and schedule (what the peer runs), whichever mode the generator is in.
     cfg = training.TrainConfig(network="Unet", crop_size=crop, frames=frames, compat=compat, critic_width=64,
                                n_critic=5, discriminator_loss="fourier", critic_condition="none", level_weight=0.0,
                                physics_lr=None, physics_optimizer="adam", decay_steps=None, init_from_data=False,
-                               critic_warmup=0, quantize=None)
+                               critic_warmup=0, quantize=None, precision=precision)
     state = training.create_train_state(jax.random.key(0), cfg)
     k1, k2 = jax.random.split(jax.random.key(1))
     clean = 0.2 * jax.random.uniform(k1, (1, frames, crop, crop, 4))
     batch = dict(clean=clean, noisy=jnp.clip(clean + 0.02 * jax.random.normal(k2, clean.shape), 0.0, 1.0))
-    d_step = jax.jit(functools.partial(training.d_step, cfg))
-    g_step = jax.jit(functools.partial(training.g_step, cfg))
+    t0 = time.perf_counter()
+    d_step = jax.jit(functools.partial(training.d_step, cfg)).lower(state, batch).compile()
+    g_step = jax.jit(functools.partial(training.g_step, cfg)).lower(state, batch).compile()  # same avals
+    compile_s = time.perf_counter() - t0
+    flops = [cost(step)["flops"] for step in (d_step, g_step)]
     holder = [state]
 
     def iteration():
@@ -51,7 +60,15 @@ def bench_jax(crop: int, frames: int, compat: str, repeats: int) -> dict:
     iteration()
     first = time.perf_counter() - t0
     t, _ = time_fn(iteration, repeats=repeats, warmup=0)
-    return dict(ms=round(1e3 * t, 1), first_call_ms=round(1e3 * first, 1))
+    out = dict(ms=round(1e3 * t, 1), compile_s=round(compile_s, 1), first_run_ms=round(1e3 * first, 1))
+    if None not in flops:
+        total = sum(flops)
+        out.update(d_step_gflop=round(flops[0] / 1e9, 2), g_step_gflop=round(flops[1] / 1e9, 2),
+                   tflop_per_s=round(total / t / 1e12, 4))
+        peaks = device_peaks()
+        names = ("float32", "tf32") if precision == "float32" else ("bfloat16",)
+        out["peak_fraction"] = {n: (None if peaks is None else round(total / t / peaks[n], 4)) for n in names}
+    return out
 
 
 def bench_peer(crops, frames: int, repeats: int, device: str, peer_python) -> dict:
@@ -83,6 +100,9 @@ def main():
     ap.add_argument("--frames", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=1, help="timed iterations per crop, after one warm-up")
     ap.add_argument("--compat", default="starlight", choices=["starlight", "physics"])
+    ap.add_argument("--precision", default="float32", choices=["float32", "bfloat16"],
+                    help="TrainConfig.precision of the JAX side (the peer is always float32)")
+    ap.add_argument("--skip-jax", action="store_true", help="time the peer only")
     ap.add_argument("--peer-python", default=default_peer_python())
     ap.add_argument("--skip-peer", action="store_true")
     args = ap.parse_args()
@@ -91,11 +111,13 @@ def main():
         if crop < 64 or crop % 64:
             raise ValueError(f"--crops must be multiples of 64 (the critic's patch), got {crop}")
 
-    res = dict(bench="train", frames=args.frames, compat=args.compat, network="Unet",
+    res = dict(bench="train", frames=args.frames, compat=args.compat, network="Unet", precision=args.precision,
                discriminator_loss="fourier", repeats=args.repeats, **device_info())
     for crop in crops:
         res[f"crop{crop}"] = dict(shape=f"{args.frames}x{crop}x{crop}x4 -> {args.frames * (crop // 64) ** 2} "
-                                        "patches 64x64", jax=bench_jax(crop, args.frames, args.compat, args.repeats))
+                                        "patches 64x64")
+        if not args.skip_jax:
+            res[f"crop{crop}"]["jax"] = bench_jax(crop, args.frames, args.compat, args.repeats, args.precision)
     if args.skip_peer:
         res["peer"] = {"skipped": "--skip-peer"}
     else:
@@ -103,7 +125,7 @@ def main():
         peer = bench_peer(crops, args.frames, args.repeats, device, args.peer_python)
         res["peer"] = peer
         for crop in crops:
-            if f"crop{crop}_ms" in peer:
+            if f"crop{crop}_ms" in peer and "jax" in res[f"crop{crop}"]:
                 res[f"crop{crop}"]["peer_ms"] = peer[f"crop{crop}_ms"]
                 res[f"crop{crop}"]["ratio_peer_over_jax"] = round(peer[f"crop{crop}_ms"] /
                                                                   res[f"crop{crop}"]["jax"]["ms"], 2)

@@ -80,3 +80,35 @@ def time_fn(fn, repeats, warmup=1, sync=lambda: None):
         t0 = time.perf_counter(); fn(); sync(); ts.append(time.perf_counter() - t0)
     return statistics.median(ts)
 """
+
+
+# Vendor peak figures (dense, no sparsity) by device kind, matched in this order on `device_kind`
+# (e.g. "NVIDIA H100 80GB HBM3", "NVIDIA H200"): HBM bandwidth in bytes/s and FLOP/s for float32 (CUDA
+# cores), tf32 (what XLA's default precision uses for float32 matmuls and convolutions on Ampere and
+# later) and bfloat16 (tensor cores). Unknown devices (and CPUs) get None: no honest single number.
+DEVICE_PEAKS = (
+    ("H200", dict(bandwidth=4.8e12, float32=66.9e12, tf32=494.7e12, bfloat16=989.4e12)),
+    ("H100 PCIe", dict(bandwidth=2.0e12, float32=51.2e12, tf32=378.0e12, bfloat16=756.0e12)),
+    ("H100", dict(bandwidth=3.35e12, float32=66.9e12, tf32=494.7e12, bfloat16=989.4e12)),  # SXM
+    ("A100-SXM4-80GB", dict(bandwidth=2.039e12, float32=19.5e12, tf32=156.0e12, bfloat16=312.0e12)),
+    ("A100", dict(bandwidth=1.555e12, float32=19.5e12, tf32=156.0e12, bfloat16=312.0e12)),  # 40 GB
+)
+
+
+def device_peaks(kind: str | None = None) -> dict | None:
+    """The `DEVICE_PEAKS` entry of ``kind`` (default: the first device's), or None when unknown."""
+    kind = jax.devices()[0].device_kind if kind is None else kind
+    for name, peaks in DEVICE_PEAKS:
+        if name in kind:
+            return peaks
+    return None
+
+
+def cost(compiled) -> dict:
+    """FLOPs and bytes accessed of a compiled XLA program (``jit(f).lower(...).compile()``), as XLA's cost
+    analysis counts them (None where the backend gives none)."""
+    analysis = compiled.cost_analysis()
+    if isinstance(analysis, (list, tuple)):  # older JAX: one dict per device program
+        analysis = analysis[0] if analysis else {}
+    analysis = analysis or {}
+    return dict(flops=analysis.get("flops"), bytes_accessed=analysis.get("bytes accessed"))

@@ -19,7 +19,7 @@ import time
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from starlight_jax.cli import fail  # noqa: E402
+from starlight_jax.cli import add_compilation_cache_flag, fail, setup_compilation_cache  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -28,11 +28,13 @@ def parse_args(argv=None):
     ap.add_argument("--input", required=True, help="noisy image (.png/.tif/.jpg, or .npy)")
     ap.add_argument("--output", required=True, help="where to write the denoised image (.png or .npy)")
     ap.add_argument("--bits", type=int, default=None, choices=[8, 16], help="PNG bit depth (default: the input's)")
+    add_compilation_cache_flag(ap)
     return ap.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
+    setup_compilation_cache(args.compilation_cache)
     import numpy as np
 
     from starlight_jax import files

@@ -33,7 +33,7 @@ import time
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from starlight_jax.cli import fail  # noqa: E402
+from starlight_jax.cli import add_compilation_cache_flag, fail, setup_compilation_cache  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -75,6 +75,7 @@ def parse_args(argv=None):
     ap.add_argument("--log_every", type=int, default=50)
     ap.add_argument("--out", default=None, help="output folder (default <noise run>/denoise_benchmark)")
     ap.add_argument("--json", default=None, help="output JSON (default <out>/benchmark.json)")
+    add_compilation_cache_flag(ap)
     return ap.parse_args(argv)
 
 
@@ -89,6 +90,7 @@ def main(argv=None):
     for d in (args.data_dir, args.test_data_dir):
         if d is not None and not os.path.isdir(d):
             fail(f"{d} does not exist or is not a folder")
+    setup_compilation_cache(args.compilation_cache)
 
     from starlight_jax import evaluation, files
     from starlight_jax.checkpoint import load_noise_model, load_run_config, resolve_run, run_or_default

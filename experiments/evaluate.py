@@ -25,7 +25,8 @@ import time
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from starlight_jax.cli import add_checkpoint_flags, fail  # noqa: E402
+from starlight_jax.cli import add_checkpoint_flags, add_compilation_cache_flag, fail  # noqa: E402
+from starlight_jax.cli import setup_compilation_cache  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -54,6 +55,7 @@ def parse_args(argv=None):
                          "(init, best, latest or a step) or another run folder; e.g. --compare_with init asks "
                          "whether training improved on the step-0 model")
     ap.add_argument("--json", default=None, help="output JSON (default <run>/evaluation.json)")
+    add_compilation_cache_flag(ap)
     return ap.parse_args(argv)
 
 
@@ -67,6 +69,7 @@ def main(argv=None):
     for flag in ("data_dir", "test_data_dir"):
         if getattr(args, flag) is not None and not os.path.isdir(getattr(args, flag)):
             fail(f"--{flag} {getattr(args, flag)} does not exist or is not a folder")
+    setup_compilation_cache(args.compilation_cache)
 
     from starlight_jax import evaluation, files
     from starlight_jax.checkpoint import load_noise_model, load_run_config, resolve_run, run_or_default

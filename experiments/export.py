@@ -19,7 +19,8 @@ import sys
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from starlight_jax.cli import add_checkpoint_flags, fail  # noqa: E402
+from starlight_jax.cli import add_checkpoint_flags, add_compilation_cache_flag, fail  # noqa: E402
+from starlight_jax.cli import setup_compilation_cache  # noqa: E402
 
 
 def _repo_relative(path) -> str:
@@ -35,7 +36,9 @@ def main(argv=None):
     ap.add_argument("--drop_fixed", action="store_true",
                     help="drop the sensor's fixed-pattern maps and output rounding")
     ap.add_argument("--note", default="", help="free text stored in generator.json")
+    add_compilation_cache_flag(ap)
     args = ap.parse_args(argv)
+    setup_compilation_cache(args.compilation_cache)
 
     from starlight_jax import files
     from starlight_jax.checkpoint import load_noise_model, save_generator, without_sensor_maps

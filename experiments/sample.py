@@ -26,7 +26,8 @@ import sys
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from starlight_jax.cli import add_checkpoint_flags, fail  # noqa: E402
+from starlight_jax.cli import add_checkpoint_flags, add_compilation_cache_flag, fail  # noqa: E402
+from starlight_jax.cli import setup_compilation_cache  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -48,6 +49,7 @@ def parse_args(argv=None):
     ap.add_argument("--burst", type=int, default=0, help="test burst shown in images.png / components.png")
     ap.add_argument("--frame", type=int, default=0, help="frame of that burst")
     ap.add_argument("--seed", type=int, default=0)
+    add_compilation_cache_flag(ap)
     return ap.parse_args(argv)
 
 
@@ -67,6 +69,7 @@ def main(argv=None):
         fail(f"--burst must be in [0, --max_bursts = {args.max_bursts}), got {args.burst}")
     if args.frame < 0:
         fail(f"--frame must be >= 0, got {args.frame}")
+    setup_compilation_cache(args.compilation_cache)
 
     import jax
     import numpy as np

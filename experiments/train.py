@@ -136,6 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--epochs", type=int, help="passes over the training bursts (CPU default 40, GPU 200)")
     g.add_argument("--steps", type=int, help="critic steps (overrides --epochs)")
     g.add_argument("--seed", type=int, help="default 0")
+    g.add_argument("--precision", choices=["float32", "bfloat16"],
+                   help="compute dtype of the U-Net and the critic (default float32; bfloat16: mixed precision, "
+                        "parameters, physical noise and losses stay float32; benchmarks/README.md has its speed "
+                        "and realism)")
     g = ap.add_argument_group("data")
     g.add_argument("--dataset", choices=["synthetic", "pairs", "sidd", "starlight"])
     g.add_argument("--data_dir", default=None)
@@ -165,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--num_processes", type=int, default=None)
     g.add_argument("--process_id", type=int, default=None)
     g.add_argument("--no_progress", action="store_true")
+    cli.add_compilation_cache_flag(g)
     g.add_argument("--print_config", action="store_true", help="print the resolved configuration as JSON and exit "
                    "before anything is compiled")
     return ap
@@ -246,6 +251,7 @@ def main(argv=None):
 
 
 def _train(args, allowed, where):
+    cli.setup_compilation_cache(args.compilation_cache)
     import jax
 
     if args.coordinator_address or args.num_processes or "SLURM_NTASKS" in os.environ:

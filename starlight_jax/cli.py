@@ -1,4 +1,5 @@
-"""Shared helpers of the thin CLIs in experiments/: refusals, output checks and signal handling.
+"""Shared helpers of the thin CLIs in experiments/: refusals, output checks, signal handling and the
+persistent compilation cache.
 
 Exit codes shared by the CLIs (docs/errors.md): 0 success; 1 unexpected internal error; 2 bad flags, inputs
 or files refused (`fail`); 3 training stopped by SIGINT/SIGTERM with a checkpoint saved; 4 training stopped
@@ -10,6 +11,7 @@ import pathlib
 import signal
 import sys
 import tempfile
+from typing import Optional
 
 
 def fail(msg: str):
@@ -77,6 +79,66 @@ def check_name_component(flag: str, name: str) -> None:
     seps = {os.sep, "/"} | ({os.altsep} if os.altsep else set())
     if not name or name in (".", "..") or any(s in name for s in seps) or "\0" in name:
         fail(f"{flag} must be a single folder name (no '/', not '.' or '..'), got {name!r}")
+
+
+# The persistent compilation cache: where a CLI keeps its compiled XLA programs, so that a second run of the
+# same configuration skips the compile (28-37 s for a GPU training step). Precedence: --compilation_cache,
+# then $STARLIGHT_JAX_CACHE, then JAX's own $JAX_COMPILATION_CACHE_DIR, then `default_cache_dir`.
+CACHE_ENV = "STARLIGHT_JAX_CACHE"
+CACHE_OFF = "none"
+
+
+def default_cache_dir() -> pathlib.Path:
+    """``$XDG_CACHE_HOME/starlight_jax/jax``, or ``~/.cache/starlight_jax/jax`` (the XDG default)."""
+    base = os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache"
+    return pathlib.Path(base) / "starlight_jax" / "jax"
+
+
+def add_compilation_cache_flag(parser) -> None:
+    """``--compilation_cache DIR|none``; pass its value to `setup_compilation_cache` before any JAX work."""
+    parser.add_argument("--compilation_cache", default=None, metavar="DIR|none",
+                        help=f"folder of JAX's persistent compilation cache, so that a second run of the same "
+                             f"configuration skips the compile; 'none' turns it off (default: ${CACHE_ENV}, else "
+                             f"$JAX_COMPILATION_CACHE_DIR, else {default_cache_dir()})")
+
+
+def setup_compilation_cache(value: Optional[str]) -> Optional[pathlib.Path]:
+    """Turns on JAX's persistent compilation cache in the chosen folder; returns it (None: off).
+
+    Must run before the process's first compile: JAX decides once per process whether the cache is used.
+    An explicit folder (flag or environment) that cannot be written is refused (`fail`); the default folder
+    that cannot be created only prints a note, since the cache is an optimisation.
+
+    Args:
+      value: the ``--compilation_cache`` flag (None: not given).
+    """
+    import jax
+
+    source = "--compilation_cache"
+    if value is None and os.environ.get(CACHE_ENV):
+        value, source = os.environ[CACHE_ENV], CACHE_ENV
+    if value is None and jax.config.jax_compilation_cache_dir:
+        value, source = jax.config.jax_compilation_cache_dir, "JAX_COMPILATION_CACHE_DIR"
+    if value is not None and value.strip().lower() == CACHE_OFF:
+        return None
+    if value is not None:
+        folder = pathlib.Path(value).expanduser()
+        check_writable_dir(source, folder)
+    else:
+        folder = default_cache_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        if value is not None:
+            fail(f"{source} {folder}: cannot be created ({e.strerror or e})")
+        print(f"[starlight-jax] note: no compilation cache, {folder} cannot be created ({e.strerror or e}); "
+              f"--compilation_cache DIR picks another folder", file=sys.stderr)
+        return None
+    jax.config.update("jax_compilation_cache_dir", str(folder))
+    # JAX caches only programs that took >= 1 s to compile: on a CPU most of a CLI's start-up is many
+    # shorter compiles, and reading a cached entry is faster than any of them.
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    return folder
 
 
 class Interrupted(KeyboardInterrupt):

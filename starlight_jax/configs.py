@@ -75,7 +75,7 @@ _COMMON = dict(
     unet_skip=False, per_channel=False, quantize="auto", sigmoid=False, lpips_weight=1.0, structure_weight=0.0,
     critic_scale=1.0,
     lr=2e-4, b1=0.5, b2=0.999, physics_optimizer="nsgd", decay_floor=0.05, lambda_gp=10.0, batch_size=1,
-    channels=None, seed=0,
+    channels=None, seed=0, precision="float32",
     # RunConfig
     dataset="synthetic", data_dir=None, steps=None, log_every=10, keep=3, parallel="shard", devices=None,
     test_bursts=4,

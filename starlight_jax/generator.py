@@ -23,6 +23,7 @@ from starlight_jax.noiselist import DEFAULT_NOISELIST, NoiseConfig, parse_noisel
 
 NETWORKS = ("Unet", "Unet_cat", "Unet_first", "noUnet")
 PATCH_MODES = ("patches_after", "patches_before")
+PRECISIONS = ("float32", "bfloat16")  # compute dtypes of the networks (parameters are always float32)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +50,8 @@ class GeneratorConfig:
         format rounds the real images, with a straight-through gradient (that of the unrounded output).
         Otherwise every real residual lies on a lattice that no continuous sample does, and the critic
         can tell them apart by that alone.
+      precision: ``"float32"`` (default) or ``"bfloat16"``: the U-Net's compute dtype (its parameters stay
+        float32, the physical noise and everything after the U-Net are float32).
     """
 
     noise: NoiseConfig = dataclasses.field(default_factory=lambda: parse_noiselist(DEFAULT_NOISELIST))
@@ -58,8 +61,11 @@ class GeneratorConfig:
     patches: str = "patches_after"
     unet_skip: bool = False
     quantize: Optional[float] = None
+    precision: str = "float32"
 
     def __post_init__(self):
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.network not in NETWORKS:
             raise ValueError(f"network must be one of {NETWORKS}, got {self.network!r}")
         if self.patches not in PATCH_MODES:
@@ -109,7 +115,7 @@ def _unet(config: GeneratorConfig):
     unet_cfg = parse_unet_opts(config.unet_opts, compat=config.noise.compat)
     if config.unet_widths is not None:
         unet_cfg = dataclasses.replace(unet_cfg, widths=tuple(config.unet_widths))
-    return UNet(out_channels=config.channels, config=unet_cfg)
+    return UNet(out_channels=config.channels, config=unet_cfg, dtype=jnp.dtype(config.precision))
 
 
 def generate(params, key, clean, config: GeneratorConfig, *, train: bool = False, fixed_offset=None):

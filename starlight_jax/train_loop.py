@@ -167,6 +167,7 @@ def _train_locked(cfg, run, workdir, resume, dataset, log, allow_config_change, 
     if resume_step is not None and (workdir / "config.json").is_file():
         # Before anything is compiled: a changed noiselist would otherwise end in Orbax's tree mismatch.
         old = json.loads((workdir / "config.json").read_text())
+        old["train"].setdefault("precision", "float32")  # folders from before the field trained in float32
         run_folder.check_resume_config(workdir, old, _config_dict(cfg, run), resume_step, allow_config_change, log)
     if not has_test:
         log(f"warning: dataset {run.dataset!r} has no test split ({dataset.info.get('split_rule', 'no rule')}); "

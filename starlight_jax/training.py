@@ -29,7 +29,7 @@ import optax
 from flax import struct
 
 from starlight_jax import patches as patches_lib
-from starlight_jax.generator import GeneratorConfig, generate, init_generator
+from starlight_jax.generator import PRECISIONS, GeneratorConfig, generate, init_generator
 from starlight_jax.models.discriminator import apply_discriminator, init_discriminator
 from starlight_jax.noiselist import parse_noiselist
 
@@ -107,8 +107,13 @@ class TrainConfig:
     crop_size: int = 64
     channels: int = 4
     seed: int = 0
+    # Compute dtype of the U-Net and the critic: "float32", or "bfloat16" (mixed precision: parameters,
+    # optimiser states, the physical noise, the spectral norms and the losses stay float32).
+    precision: str = "float32"
 
     def __post_init__(self):
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         self.generator  # NoiseConfig and GeneratorConfig check their own options (noiselist, unet_skip, ...)
         patches_lib.discriminator_channels(self.discriminator_loss, self.channels)  # raises on bad mode
         if self.critic_condition not in CRITIC_CONDITIONS:
@@ -152,7 +157,8 @@ class TrainConfig:
         noise = parse_noiselist(self.noiselist, compat=self.compat, channels=self.channels,
                                 per_channel=self.per_channel)
         return GeneratorConfig(noise=noise, network=self.network, unet_opts=self.unet_opts,
-                               unet_widths=self.unet_widths, unet_skip=self.unet_skip, quantize=self.quantize)
+                               unet_widths=self.unet_widths, unet_skip=self.unet_skip, quantize=self.quantize,
+                               precision=self.precision)
 
     @property
     def shift_all(self) -> bool:
@@ -407,7 +413,7 @@ def _critic(cfg: TrainConfig, d_params, sn_state, condition):
     with respect to ``x`` only."""
     def apply(x):
         return apply_discriminator(d_params, sn_state, _critic_input(condition, x), update_stats=False,
-                                   sigmoid=cfg.sigmoid)[0]
+                                   sigmoid=cfg.sigmoid, dtype=jnp.dtype(cfg.precision))[0]
     return apply
 
 

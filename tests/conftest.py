@@ -6,6 +6,9 @@ import os
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# No persistent compilation cache in the tests (the CLIs turn it on by default): tests must not write into
+# the user's cache folder, nor depend on what an earlier run left there.
+os.environ.setdefault("STARLIGHT_JAX_CACHE", "none")
 
 import pathlib  # noqa: E402
 

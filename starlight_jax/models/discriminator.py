@@ -102,6 +102,7 @@ class SNConv(nn.Module):
     features: int
     kernel_size: int
     stride: int = 1
+    dtype: Any = jnp.float32  # compute dtype (the kernel and its spectral norm stay float32)
 
     @nn.compact
     def __call__(self, x: jax.Array, *, update_stats: bool) -> jax.Array:
@@ -111,9 +112,10 @@ class SNConv(nn.Module):
         kernel = self.param("kernel", _uniform(bound), (k, k, x.shape[-1], self.features))
         bias = self.param("bias", _uniform(bound), (self.features,))
         kernel = _spectral_normalize(self, kernel, update_stats)
-        y = jax.lax.conv_general_dilated(x, kernel.astype(x.dtype), (self.stride, self.stride),
+        x = x.astype(self.dtype)
+        y = jax.lax.conv_general_dilated(x, kernel.astype(self.dtype), (self.stride, self.stride),
                                          ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
-        return y + bias
+        return y + bias.astype(self.dtype)
 
 
 class SNDense(nn.Module):
@@ -124,6 +126,7 @@ class SNDense(nn.Module):
     """
 
     features: int
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, *, update_stats: bool) -> jax.Array:
@@ -131,7 +134,8 @@ class SNDense(nn.Module):
         bound = 1.0 / math.sqrt(x.shape[-1])
         kernel = self.param("kernel", _uniform(bound), (x.shape[-1], self.features))
         bias = self.param("bias", _uniform(bound), (self.features,))
-        return x @ _spectral_normalize(self, kernel, update_stats).astype(x.dtype) + bias
+        kernel = _spectral_normalize(self, kernel, update_stats).astype(self.dtype)
+        return x.astype(self.dtype) @ kernel + bias.astype(self.dtype)
 
 
 class Discriminator(nn.Module):
@@ -146,11 +150,13 @@ class Discriminator(nn.Module):
       patch_size: side of the square input patches (64 in the original, 16·1024 = 16384 linear inputs).
       width: channels of conv1 (64 in the original); conv2..conv5 have 2, 4, 8 and 16 times as many. A
         narrower critic (16) costs 1/16 of the FLOPs, which is what makes CPU training practical.
+      dtype: compute dtype of the layers (e.g. bfloat16); weights, spectral norms and scores stay float32.
     """
 
     sigmoid: bool = False
     patch_size: int = PATCH_SIZE
     width: int = WIDTH
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, *, update_stats: bool) -> jax.Array:
@@ -173,11 +179,11 @@ class Discriminator(nn.Module):
         lead = x.shape[:-3]
         y = x.reshape(-1, *x.shape[-3:])
         for name, multiple, k, stride in _CONVS:
-            y = SNConv(multiple * self.width, k, stride, name=name)(y, update_stats=update_stats)
+            y = SNConv(multiple * self.width, k, stride, dtype=self.dtype, name=name)(y, update_stats=update_stats)
             y = nn.leaky_relu(y, LEAKY_SLOPE)
         # NCHW flattening, as torch's x.view(N, -1), so the linear weight ports without a permutation.
         y = jnp.transpose(y, (0, 3, 1, 2)).reshape(y.shape[0], -1)
-        y = SNDense(1, name="linear")(y, update_stats=update_stats)[:, 0]
+        y = SNDense(1, dtype=self.dtype, name="linear")(y, update_stats=update_stats)[:, 0].astype(jnp.float32)
         if self.sigmoid:
             y = nn.sigmoid(y)
         return y.reshape(lead)
@@ -211,7 +217,7 @@ def init_discriminator(key: jax.Array, channels: int, *, sigmoid: bool = False,
 
 
 def apply_discriminator(params: Any, sn_state: Any, x: jax.Array, *, update_stats: bool,
-                        sigmoid: bool = False, patch_size: int = PATCH_SIZE) -> tuple[jax.Array, Any]:
+                        sigmoid: bool = False, patch_size: int = PATCH_SIZE, dtype=jnp.float32) -> tuple[jax.Array, Any]:
     """Scores patches: ``D(params, state, x) -> (scores, new_state)``.
 
     The scores of different patches are independent, so ``jax.grad(lambda x: apply(...)[0].sum())(x)``
@@ -225,12 +231,14 @@ def apply_discriminator(params: Any, sn_state: Any, x: jax.Array, *, update_stat
         A Python bool (static under ``jit``).
       sigmoid: see :class:`Discriminator`.
       patch_size: side of the square input patches.
+      dtype: compute dtype (`Discriminator.dtype`); the scores are float32.
 
     Returns:
       ``(scores [...], new_sn_state)``.
     """
     # The width is read off the weights, so callers need not carry it.
-    model = Discriminator(sigmoid=sigmoid, patch_size=patch_size, width=params["conv1"]["kernel"].shape[-1])
+    model = Discriminator(sigmoid=sigmoid, patch_size=patch_size, width=params["conv1"]["kernel"].shape[-1],
+                          dtype=dtype)
     variables = {"params": params, SN_COLLECTION: sn_state}
     if update_stats:
         scores, updates = model.apply(variables, x, update_stats=True, mutable=[SN_COLLECTION])
