@@ -67,7 +67,8 @@ class TrainConfig:
     # The residual critic sees (noisy - clean) * critic_scale beside the clean patch. At 1 an sRGB residual
     # (std ~0.015) is a small perturbation of features dominated by the clean patch (0..1): the critic's
     # response to it is nearly linear, so it sees the mean of the noise but hardly its variance or
-    # correlation. ~1/std of the data's residual (`configs`' "auto") puts both on one scale.
+    # correlation. ~1/std of the data's residual (`configs`' "auto") puts both on one scale. The generator's
+    # adversarial term is divided by it (`g_step`), so its weight against the other terms does not change.
     critic_scale: float = 1.0
     # Extra generator term: 'none' or 'lpips' (weight lpips_weight).
     generator_loss: str = "none"
@@ -550,7 +551,9 @@ def g_step(cfg: TrainConfig, state: TrainState, batch, lpips_params=None, axis_n
         fake = generate_batch(cfg, g_params, keys, batch)
         fake_in, _ = prepare(cfg, fake, batch["clean"])
         scores = _critic(cfg, state.d_params, sn_state, condition)(fake_in)
-        adv = -_mean(scores, axis_name)
+        # In the residual's own units (the Wasserstein distance is 1-homogeneous): the scale lets the critic
+        # see the noise, and does not reweigh the adversarial term against the level and structure terms.
+        adv = -_mean(scores, axis_name) / cfg.critic_scale
         loss, metrics = adv, dict(g_adv=adv)
         if cfg.level_weight:
             term = level_term(fake - batch["clean"], batch["noisy"] - batch["clean"], axis_name)

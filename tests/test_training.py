@@ -637,3 +637,19 @@ def test_critic_scale_auto_is_one_over_the_training_residual_std():
     assert configs.resolve({**v, "critic_scale": "3"}, dataset, devices=1, log=lambda *_: None)["critic_scale"] == 3.0
     with pytest.raises(ValueError, match="--critic_scale must be"):
         configs.resolve({**v, "critic_scale": "x"}, dataset, devices=1, log=lambda *_: None)
+
+
+def test_generator_adversarial_term_is_in_residual_units(monkeypatch):
+    # A linear critic (the sum of its input) scores a residual scaled by s as s times the unscaled one: the
+    # generator's adversarial term, divided by s, must not depend on s (nor then its weight against the
+    # level term).
+    monkeypatch.setattr(training, "_critic", lambda cfg, d, sn, cond: (lambda x: jnp.sum(x, axis=(1, 2, 3))))
+    cfg = train_config(noiselist="read", network="noUnet", crop_size=64, frames=1, channels=3,
+                       critic_condition="residual", level_weight=0.0)
+    state = training.create_train_state(jax.random.key(0), cfg)
+    clean = jnp.full((2, 1, 64, 64, 3), 0.5)
+    batch = {"clean": clean, "noisy": clean + 0.01 * jax.random.normal(jax.random.key(1), clean.shape)}
+    adv = [float(training.g_step(dataclasses.replace(cfg, critic_scale=s), state, batch)[1]["g_adv"])
+           for s in (1.0, 50.0)]
+    assert adv[0] != 0.0
+    np.testing.assert_allclose(adv[1], adv[0], rtol=1e-4)
