@@ -8,7 +8,7 @@ import scipy.sparse.linalg
 
 from starlight_jax.models import count_params
 from starlight_jax.models.discriminator import (LAYERS, SN_COLLECTION, Discriminator, apply_discriminator,
-                                                init_discriminator, normalized_kernels)
+                                                conv_as_matmul, init_discriminator, normalized_kernels)
 
 
 pytestmark = pytest.mark.usefixtures("fast_compiles")
@@ -185,3 +185,29 @@ def test_jit_matches_eager(critic, step):
     np.testing.assert_allclose(eager_scores, jit_scores, rtol=1e-4, atol=1e-6)
     for name in LAYERS:
         np.testing.assert_allclose(eager_state[name]["u"], jit_state[name]["u"], rtol=1e-4, atol=1e-6)
+
+
+def _native_conv(x, kernel, stride):
+    return jax.lax.conv_general_dilated(x, kernel, (stride, stride), ((1, 1), (1, 1)),
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+@pytest.mark.parametrize("size,k,stride", [(9, 3, 1), (8, 4, 2), (8, 3, 2)])  # conv1, conv2-4, conv5
+def test_conv_as_matmul_equals_native_conv_to_second_order(size, k, stride):
+    """The CPU formulation: same values, gradients, and the gradient penalty's double backward."""
+    x = jax.random.normal(jax.random.key(0), (2, size, size, 3))
+    kernel = jax.random.normal(jax.random.key(1), (k, k, 3, 5))
+
+    def penalty(conv):  # an input gradient's norm, differentiated again: what the WGAN-GP penalty does
+        inner = jax.grad(lambda x, w: jnp.sum(jnp.tanh(conv(x, w, stride))))
+        return jax.grad(lambda x, w: jnp.sum(jnp.sqrt(jnp.sum(inner(x, w) ** 2))), argnums=(0, 1))
+
+    def first(conv):
+        return jax.grad(lambda x, w: jnp.sum(jnp.tanh(conv(x, w, stride))), argnums=(0, 1))
+
+    np.testing.assert_allclose(conv_as_matmul(x, kernel, stride), _native_conv(x, kernel, stride),
+                               rtol=1e-5, atol=1e-5)
+    for ours, ref in [(first(conv_as_matmul)(x, kernel), first(_native_conv)(x, kernel)),
+                      (penalty(conv_as_matmul)(x, kernel), penalty(_native_conv)(x, kernel))]:
+        for a, b in zip(ours, ref):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(jnp.abs(b).max()))

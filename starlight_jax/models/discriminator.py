@@ -90,6 +90,39 @@ def _spectral_normalize(module: nn.Module, kernel: jax.Array, update_stats: bool
     return kernel / sigma
 
 
+def conv_as_matmul(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
+    """The critic's convolution (1-pixel zero padding) as one matmul of the patches' windows (im2col).
+
+    Equal to ``lax.conv_general_dilated`` to float rounding. On XLA's CPU backend the gradients of strided
+    convolutions are convolutions with a dilated input or kernel, which it runs ~10x slower than plain
+    ones; the gradient penalty's double backward consists of little else (benchmarks/README.md). Written
+    as strided slices, a concatenation and a matmul, every derivative is slices, pads and matmuls.
+
+    Args:
+      x: [N, H, W, C].
+      kernel: [k, k, C, O].
+      stride: square stride.
+
+    Returns:
+      [N, (H + 2 - k) // stride + 1, (W + 2 - k) // stride + 1, O].
+    """
+    k = kernel.shape[0]
+    xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    ho, wo = (xp.shape[1] - k) // stride + 1, (xp.shape[2] - k) // stride + 1
+    # Window offsets (i, j) outermost, channels innermost: the row order of the HWIO kernel reshaped.
+    cols = jnp.concatenate([xp[:, i:i + stride * (ho - 1) + 1:stride, j:j + stride * (wo - 1) + 1:stride, :]
+                            for i in range(k) for j in range(k)], axis=-1)
+    return cols @ kernel.reshape(-1, kernel.shape[-1])
+
+
+def _conv(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
+    if jax.default_backend() == "cpu":
+        return conv_as_matmul(x, kernel, stride)
+    # Elsewhere (cuDNN) the native convolution and its gradients are fast (the GPU rows of the benchmarks).
+    return jax.lax.conv_general_dilated(x, kernel, (stride, stride), ((1, 1), (1, 1)),
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
 class SNConv(nn.Module):
     """Spectral-norm 2-D conv with symmetric 1-pixel zero padding and PyTorch-like init.
 
@@ -113,8 +146,7 @@ class SNConv(nn.Module):
         bias = self.param("bias", _uniform(bound), (self.features,))
         kernel = _spectral_normalize(self, kernel, update_stats)
         x = x.astype(self.dtype)
-        y = jax.lax.conv_general_dilated(x, kernel.astype(self.dtype), (self.stride, self.stride),
-                                         ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        y = _conv(x, kernel.astype(self.dtype), self.stride)
         return y + bias.astype(self.dtype)
 
 
