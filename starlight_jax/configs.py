@@ -113,10 +113,12 @@ def srgb() -> dict:
         python experiments/train.py --config srgb --data_dir ../shared/data/srgb_pairs/nam   # ~10 min on 2 cores
 
     noiselist shot_read_isp_tone, per_channel, 1 frame, crop 64, 8 pairs per batch, 600 critic steps,
-    100-step warm-up, structure term 1, level term 10, no U-Net, critic width 16, n_critic 1.
+    100-step warm-up, structure term 1, level term 10, no U-Net, critic width 16, n_critic 1, critic scale
+    auto (the residual critic sees unit-scale noise; docs/srgb.md).
     """
     return {**cpu(), "noiselist": "shot_read_isp_tone", "per_channel": True, "frames": 1, "batch_size": 8,
-            "steps": 600, "critic_warmup": 100, "structure_weight": 1.0, "dataset": "pairs", "frame_size": None}
+            "steps": 600, "critic_warmup": 100, "structure_weight": 1.0, "dataset": "pairs", "frame_size": None,
+            "critic_scale": "auto"}
 
 
 def starlight() -> dict:
