@@ -107,7 +107,7 @@ def one_device():
 # ------------------------------------------------------------------------------------------------------
 def test_d_step_matches_hand_computed_loss_with_linear_critic(monkeypatch):
     """D(x) = <x, w> per patch and a noise-free generator: every term of the critic loss is closed-form."""
-    def linear_critic(params, sn_state, x, *, update_stats, sigmoid=False):
+    def linear_critic(params, sn_state, x, *, update_stats, sigmoid=False, dtype=None):
         return jnp.sum(x * params["w"], axis=(1, 2, 3)), sn_state
 
     monkeypatch.setattr(training, "apply_discriminator", linear_critic)
@@ -145,7 +145,7 @@ def test_d_step_matches_hand_computed_loss_with_linear_critic(monkeypatch):
 def test_conditional_critic_matches_hand_computed_loss(monkeypatch, condition):
     """A linear critic on concat(clean, x): D = <clean, w_c> + <x, w_x>, with x the noisy patch or the
     residual. The penalty differentiates with respect to x only, so it is (|w_x| - 1)², whatever w_c is."""
-    def linear_critic(params, sn_state, x, *, update_stats, sigmoid=False):
+    def linear_critic(params, sn_state, x, *, update_stats, sigmoid=False, dtype=None):
         return jnp.sum(x * params["w"], axis=(1, 2, 3)), sn_state
 
     monkeypatch.setattr(training, "apply_discriminator", linear_critic)
