@@ -72,7 +72,7 @@ def main(argv=None):
     setup_compilation_cache(args.compilation_cache)
 
     from starlight_jax import evaluation, files
-    from starlight_jax.checkpoint import load_noise_model, load_run_config, resolve_run, run_or_default
+    from starlight_jax.checkpoint import is_which, load_noise_model, load_run_config, resolve_run, run_or_default
 
     t0 = time.time()
     checkpoint, note = run_or_default(args.checkpoint, args.root)
@@ -85,8 +85,7 @@ def main(argv=None):
         _, run = load_run_config(info["run_dir"])
         other = other_info = None
         if args.compare_with is not None:
-            same_run = args.compare_with in ("init", "best", "latest") or args.compare_with.isdigit()
-            other, _, other_info = load_noise_model(*((run_dir, args.compare_with) if same_run
+            other, _, other_info = load_noise_model(*((run_dir, args.compare_with) if is_which(args.compare_with)
                                                       else (resolve_run(args.compare_with, args.root), "latest")))
     except (FileNotFoundError, ValueError) as e:
         fail(str(e))

@@ -140,13 +140,19 @@ def restore_state(workdir, template: training.TrainState, which: str = "latest",
     return restored.state, restored.loader, step
 
 
+def is_which(which) -> bool:
+    """Whether ``which`` names a checkpoint of a run: ``"latest"``, ``"best"``, ``"init"`` or a step."""
+    return which in ("latest", "best", "init") or isinstance(which, int) or (isinstance(which, str)
+                                                                           and which.isdigit())
+
+
 def _pick_step(manager: ocp.CheckpointManager, which: Which, folder: pathlib.Path) -> int:
     steps = manager.all_steps()
     if not steps:
         raise FileNotFoundError(f"no checkpoint in {folder}")
     if which in ("latest", "best", "init"):
         return max(steps)
-    if isinstance(which, int) or (isinstance(which, str) and which.isdigit()):
+    if is_which(which):
         if int(which) not in steps:
             raise FileNotFoundError(f"no checkpoint at step {which} in {folder}; available steps: {sorted(steps)}")
         return int(which)

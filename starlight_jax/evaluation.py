@@ -176,9 +176,10 @@ class EvalSamples(NamedTuple):
 
 def draw_samples(model: NoiseModel, dataset, baselines: Baselines, *, crop_size: int, frames: int,
                  seed: int = 0, max_bursts: Optional[int] = None, n_samples: int = 4,
-                 split="test") -> EvalSamples:
+                 split="test", models=MODELS) -> EvalSamples:
     """Noises every burst of ``split`` (a split's name, or several: ``("train", "test")`` for every burst of
-    another dataset) with the learned model and every baseline, ``n_samples`` times."""
+    another dataset) with the learned model and every baseline, ``n_samples`` times. ``models``: the names
+    of `MODELS` to draw (each keeps its keys whatever the others)."""
     check_channels(model, dataset)
     if isinstance(n_samples, bool) or int(n_samples) < 1:
         raise ValueError(f"n_samples must be a positive int, got {n_samples!r}")
@@ -194,7 +195,7 @@ def draw_samples(model: NoiseModel, dataset, baselines: Baselines, *, crop_size:
     names = tuple(names)
     base_key = jax.random.key(seed)
     use_offset = _uses_offset(model)
-    out = {m: [] for m in MODELS}
+    out = {m: [] for m in models}
     maps = []
     for i, batch in enumerate(batches):
         clean = jnp.asarray(batch["clean"][0])
@@ -202,6 +203,8 @@ def draw_samples(model: NoiseModel, dataset, baselines: Baselines, *, crop_size:
         maps.append(_fixed_crop(dataset, batch, baselines.fixed_pattern))
         fp = jnp.asarray(maps[-1][0])
         for m_idx, m in enumerate(MODELS):
+            if m not in models:
+                continue
             keys = [jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(base_key, i), m_idx), l)
                     for l in range(int(n_samples))]
             if m == "model":
@@ -491,7 +494,7 @@ def _comparison(other: NoiseModel, scored, baselines, samples: EvalSamples, *, s
     """``{"compared_model": its pooled structure metrics, "comparison": compare.compare_models(...)}``."""
     check_channels(other, scored)
     # The same keys as the model's draws (model index 0): the paired differences then see the models only.
-    b = draw_samples(other, scored, baselines, n_samples=1, **draw).generated["model"][0]
+    b = draw_samples(other, scored, baselines, n_samples=1, models=("model",), **draw).generated["model"][0]
     clean = np.broadcast_to(samples.clean, samples.real.shape)
     real, a_res, b_res = samples.residual(samples.real), samples.residual(samples.generated["model"][0]), \
         samples.residual(b)
