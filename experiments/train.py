@@ -55,7 +55,8 @@ finally:
         signal.signal(signal.SIGINT, _previous)
 
 # --allow_config_change names (flags) -> RunConfig fields that may change on resume.
-ALLOWED_CHANGES = {"steps": "steps", "epochs": "epochs", "eval_every": "eval_every", "keep": "keep"}
+ALLOWED_CHANGES = {"steps": "steps", "epochs": "epochs", "eval_every": "eval_every", "log_every": "log_every",
+                   "keep": "keep"}
 ALWAYS_FREE = ("max_minutes", "no_progress")
 
 
@@ -333,13 +334,13 @@ def _train(args, allowed, where):
     try:
         dataset = load_dataset(v["dataset"], v["data_dir"], **options)
     except (ValueError, FileNotFoundError) as e:
-        fail(f"--dataset {v['dataset']}: {e}")
+        _refuse(f"--dataset {v['dataset']}: {e}")
     try:
         fields = configs.resolve(v, dataset, devices=devices, explicit=explicit,
                                  stored_warmup=None if stored is None else stored.critic_warmup)
         cfg = training.TrainConfig(**fields)
     except ValueError as e:
-        fail(str(e))
+        _refuse(str(e))
     if preset == "cpu":
         say(f"[starlight-jax] CPU run: crop {cfg.crop_size}, {cfg.frames} frames, network {cfg.network}, critic "
               f"width {cfg.critic_width}, n_critic {cfg.n_critic}, {v['epochs']} epochs (a full-size WGAN-GP "
@@ -376,7 +377,7 @@ def _train(args, allowed, where):
                                                allow_config_change=allowed, stop_requested=cli.interrupted,
                                                preset=chosen)
     except (FileExistsError, ValueError, run_folder.RunFolderBusy) as e:
-        fail(str(e))
+        _refuse(str(e))
     except train_loop.NonFiniteLoss as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(4) from None
@@ -385,6 +386,14 @@ def _train(args, allowed, where):
     if result.get("stopped_by_signal") is not None:
         # 3: resumable; a stop before the first step of a new run saved nothing.
         raise SystemExit(3 if run_folder.has_checkpoint(workdir) else 128 + result["stopped_by_signal"])
+
+
+def _refuse(msg: str):
+    """`fail`, unless a signal arrived: JAX re-raises an exception of a pytree callback (our `Interrupted`
+    among them) as a ValueError, so a Ctrl-C during the start-up would read as a refused input (exit 2)."""
+    if cli.interrupted() is not None:
+        raise cli.Interrupted(cli.interrupted()) from None
+    fail(msg)
 
 
 def _report(result: dict, cfg, dataset, run, seconds: float) -> None:

@@ -124,8 +124,10 @@ def check_resume_config(workdir: pathlib.Path, old: dict, new: dict, step: int, 
     if refused:
         listed = "; ".join(f"{k}: {o!r} → {n!r}" for k, (o, n) in refused.items())
         safe = sorted(set(refused) & SAFE_FIELDS)
+        # Allowing steps/epochs allows what follows the run's length (the decay of the default cosine schedule).
+        covered = set(safe) | (DERIVED_FROM_LENGTH if set(safe) & {"steps", "epochs"} else set())
         hint = (f"; to continue with the new {', '.join(safe)} pass --allow_config_change {','.join(safe)}"
-                if safe and len(safe) == len(refused) else
+                if safe and set(refused) <= covered else
                 f"; resume with the original flags (see {workdir / 'config.json'}) or train a new run "
                 f"(another --run_name)")
         raise ValueError(f"--resume of {workdir} with a different configuration: {listed}{hint}")

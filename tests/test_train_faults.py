@@ -271,6 +271,24 @@ def test_an_interrupt_swallowed_while_importing_stops_main(cli, recorder, monkey
     assert "cfg" not in recorder and "interrupted by SIGINT during start-up" in capsys.readouterr().err
 
 
+def test_an_interrupt_that_jax_rewraps_as_a_value_error_is_still_an_interrupt(cli, monkeypatch, capsys, tmp_path):
+    """Seen: a Ctrl-C 9 s into the start-up landed in a pytree equality check, which JAX re-raises as a
+    ValueError ("Exception raised while checking equality of metadata fields"): exit 2 with that message."""
+    def interrupted_inside_jax(cfg, run, **kwargs):
+        cli_lib._received.append(signal.SIGINT)  # what the handler records before it raises
+        try:
+            raise cli_lib.Interrupted(signal.SIGINT)
+        except cli_lib.Interrupted as e:
+            raise ValueError("Exception raised while checking equality of metadata fields of pytree.") from e
+
+    monkeypatch.setattr(train_loop, "train_and_evaluate", interrupted_inside_jax)
+    with pytest.raises(cli_lib.HardExit) as exit_info:
+        cli.main([*TINY, "--save_path", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 130 and "metadata fields" not in err
+    assert err.strip().splitlines()[-1] == "interrupted by SIGINT during start-up; nothing was trained"
+
+
 def test_loop_stops_before_its_first_step_on_a_pending_interrupt(tmp_path):
     messages = []
     result = _run(tmp_path, 10, log=messages.append, stop_requested=lambda: signal.SIGINT)
@@ -340,6 +358,26 @@ def test_resume_with_changed_hyperparameters_is_refused_naming_them(copy_of_base
         _run(copy_of_base, K, resume=True, cfg=changed, allow_config_change=("lr",))
     assert (copy_of_base / "config.json").read_text() == before
     assert not (copy_of_base / "config_history.jsonl").exists()
+
+
+def test_longer_run_under_the_cosine_decay_is_told_the_flag_that_allows_it(tmp_path):
+    """Seen: --steps 40 on a run of 2 also changed decay_steps, and the message then gave no hint."""
+    old = {"train": {"lr": 2e-4, "decay_steps": 2}, "run": {"steps": 2}}
+    new = {"train": {"lr": 2e-4, "decay_steps": 40}, "run": {"steps": 40}}
+    with pytest.raises(ValueError, match=r"decay_steps: 2 → 40; steps: 2 → 40; to continue with the new steps pass "
+                                         r"--allow_config_change steps$"):
+        run_folder.check_resume_config(tmp_path, old, new, 2)
+    assert set(run_folder.check_resume_config(tmp_path, old, new, 2, allow=("steps",))) == {"decay_steps", "steps"}
+
+
+def test_every_field_the_resume_check_calls_safe_can_be_allowed_by_the_flag(cli, recorder, tmp_path):
+    """Seen: the refusal of a changed --log_every said to pass --allow_config_change log_every, which the
+    flag then refused."""
+    assert set(cli.ALLOWED_CHANGES.values()) == set(run_folder.SAFE_FIELDS)
+    (tmp_path / "r" / "latest" / "7").mkdir(parents=True)
+    cli.main([*TINY, "--save_path", str(tmp_path), "--run_name", "r", "--resume", "--log_every", "1",
+              "--allow_config_change", "log_every"])
+    assert recorder["allow_config_change"] == ["log_every"]
 
 
 def test_allowed_change_is_recorded_and_metrics_after_the_checkpoint_are_dropped(copy_of_base):
