@@ -299,6 +299,7 @@ def _train(args, allowed, where):
     say = print if jax.process_index() == 0 else lambda *_, **__: None  # one copy of each message
 
     from starlight_jax import run_folder, train_loop, training
+    from starlight_jax.checkpoint import load_run_config
     from starlight_jax.data import load_dataset
 
     local = jax.local_device_count()
@@ -325,7 +326,10 @@ def _train(args, allowed, where):
     where["workdir"] = workdir
     stored = stored_run = None
     if args.resume and run_folder.has_checkpoint(workdir) and (workdir / "config.json").is_file():
-        stored, stored_run = train_loop.load_config(workdir)
+        try:
+            stored, stored_run = load_run_config(workdir)
+        except ValueError as e:
+            _refuse(f"--resume: {e}")
     run_devices = devices
     if stored_run is not None and stored_run.devices is None and args.devices is None:
         run_devices = None  # a run folder of an older version: it stored "all local devices" as None

@@ -43,7 +43,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from starlight_jax import metrics as metrics_lib
-from starlight_jax import run_folder, training
+from starlight_jax import files, run_folder, training
 from starlight_jax.checkpoint import (checkpoint_managers, load_config, restore_state,  # noqa: F401 (re-exported)
                                       config_dict as _config_dict, save_checkpoint as _save,
                                       save_config as _save_config)
@@ -184,7 +184,7 @@ def _train_locked(cfg, run, workdir, resume, dataset, log, allow_config_change, 
         log(f"nothing to resume in {workdir / 'latest'} (no checkpoint): starting at step 0")
     if resume_step is not None and (workdir / "config.json").is_file():
         # Before anything is compiled: a changed noiselist would otherwise end in Orbax's tree mismatch.
-        old = json.loads((workdir / "config.json").read_text())
+        old = files.read_json(workdir / "config.json")  # a truncated file: a ValueError naming it
         old["train"].setdefault("precision", "float32")  # folders from before the field trained in float32
         run_folder.check_resume_config(workdir, old, _config_dict(cfg, run), resume_step, allow_config_change, log,
                                        record=primary)

@@ -230,6 +230,21 @@ def test_interrupt_before_training_exits_130_or_3_with_one_line(cli, recorder, c
     assert ("continue with --resume" in err) == checkpoint
 
 
+@pytest.mark.parametrize("text,match", [
+    ('{"train": {"lr": 0.0', r"config\.json is not valid JSON \(.* line 1, column \d+\)"),
+    ('{"train": {}}', r"config\.json has no 'run' section"),
+    ('{"train": {"bogus": 1}, "run": {}}', r"config\.json key 'train' has unknown keys \['bogus'\]"),
+])
+def test_resume_of_a_damaged_config_json_is_refused_naming_it(cli, recorder, capsys, tmp_path, text, match):
+    """Seen: a truncated config.json ended --resume in a JSONDecodeError traceback (exit 1)."""
+    (tmp_path / "r" / "latest" / "7").mkdir(parents=True)
+    (tmp_path / "r" / "config.json").write_text(text)
+    assert _main(cli, [*TINY, "--save_path", str(tmp_path), "--run_name", "r", "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "cfg" not in recorder
+    assert re.search(r"error: --resume: .*/r/" + match, err), err
+
+
 def test_devices_are_stored_resolved_but_an_older_run_folder_keeps_all(cli, recorder, tmp_path):
     cli.main([*TINY, "--save_path", str(tmp_path), "--run_name", "new"])
     assert recorder["run"].devices == 4  # a resume on a machine with another count is then refused, by name
