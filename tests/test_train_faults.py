@@ -245,6 +245,14 @@ def test_resume_of_a_damaged_config_json_is_refused_naming_it(cli, recorder, cap
     assert re.search(r"error: --resume: .*/r/" + match, err), err
 
 
+def test_every_exit_code_of_train_py_is_in_the_documented_table():
+    """The exit-code table of docs/errors.md once lacked the 128 + signal codes of a start-up interrupt."""
+    table = (REPO / "docs" / "errors.md").read_text().split("## Exit codes", 1)[1].split("\n## ", 1)[0]
+    documented = {int(c) for row in re.findall(r"^\| ([\d, ]+) \|", table, re.M) for c in row.split(",")}
+    used = {0, 1, 2, 3, 4, 128 + signal.SIGINT, 128 + signal.SIGTERM}  # cli.py's docstring lists them
+    assert used <= documented, sorted(used - documented)
+
+
 def test_devices_are_stored_resolved_but_an_older_run_folder_keeps_all(cli, recorder, tmp_path):
     cli.main([*TINY, "--save_path", str(tmp_path), "--run_name", "new"])
     assert recorder["run"].devices == 4  # a resume on a machine with another count is then refused, by name
