@@ -403,8 +403,11 @@ def _refuse(msg: str):
 def _report(result: dict, cfg, dataset, run, seconds: float) -> None:
     split = "train KLD (mean; no test split, measured on training bursts)" if result.get("test_is_train") else \
         "test KLD (mean)"
-    kld = result.get("train_kld_mean" if result.get("test_is_train") else "test_kld_mean", float("nan"))
-    print(f"[starlight-jax] done in {seconds:.0f} s at step {result['step']}: {split} {kld:.4f}")
+    kld = result.get("train_kld_mean" if result.get("test_is_train") else "test_kld_mean")
+    # None: stopped (signal, resumed run) before this session's first evaluation; a bare "nan" read as a failure.
+    shown = (f"{kld:.4f}" if kld is not None else
+             f"not measured in this session (earlier rows: {run.workdir}/metrics.jsonl)")
+    print(f"[starlight-jax] done in {seconds:.0f} s at step {result['step']}: {split} {shown}")
     phys = {k.split('/', 1)[1]: v for k, v in result.items() if k.startswith("noise/")}
     if result["generator_steps"]:
         print(f"[starlight-jax] learned physical parameters ({result['generator_steps']} generator steps): {phys}")

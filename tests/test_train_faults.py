@@ -209,6 +209,17 @@ def test_signal_during_training_exits_3_or_143_if_nothing_was_saved(cli, recorde
     assert _main(cli, argv) == 3
 
 
+def test_a_stop_before_this_sessions_first_evaluation_reports_no_nan_kld(cli, recorder, capsys, tmp_path):
+    """Seen: a resumed run stopped by SIGTERM before its first evaluation printed "test KLD (mean) nan"."""
+    result = dict(recorder["result"], stopped_by_signal=signal.SIGTERM, generator_steps=3)
+    del result["test_kld_mean"]
+    recorder["result"] = result
+    (tmp_path / "r" / "latest" / "2").mkdir(parents=True)
+    assert _main(cli, [*TINY, "--save_path", str(tmp_path), "--run_name", "r"]) == 3
+    out = capsys.readouterr().out
+    assert "nan" not in out and "test KLD (mean) not measured in this session" in out, out
+
+
 def test_busy_run_folder_exits_2(cli, recorder, capsys, tmp_path):
     recorder["result"] = run_folder.RunFolderBusy("x is in use by another training")
     assert _main(cli, [*TINY, "--save_path", str(tmp_path)]) == 2
