@@ -19,7 +19,8 @@ import time
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from starlight_jax.cli import add_compilation_cache_flag, fail, setup_compilation_cache  # noqa: E402
+from starlight_jax.cli import add_compilation_cache_flag, fail, run_main  # noqa: E402
+from starlight_jax.cli import setup_compilation_cache  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -71,4 +72,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

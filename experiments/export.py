@@ -20,7 +20,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from starlight_jax.cli import add_checkpoint_flags, add_compilation_cache_flag, fail  # noqa: E402
-from starlight_jax.cli import setup_compilation_cache  # noqa: E402
+from starlight_jax.cli import run_main, setup_compilation_cache  # noqa: E402
 
 
 def _repo_relative(path) -> str:
@@ -67,4 +67,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

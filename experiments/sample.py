@@ -27,7 +27,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from starlight_jax.cli import add_checkpoint_flags, add_compilation_cache_flag, fail  # noqa: E402
-from starlight_jax.cli import setup_compilation_cache  # noqa: E402
+from starlight_jax.cli import run_main, setup_compilation_cache  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -145,4 +145,4 @@ def _channel_names(run, channels: int, args) -> tuple:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -189,7 +189,8 @@ def _raise_interrupted(signum, _frame):
 
 
 def run_main(main) -> None:
-    """Runs ``main()``; a `HardExit` leaves through ``os._exit`` after flushing stdout and stderr.
+    """Runs ``main()``; a `HardExit` leaves through ``os._exit`` after flushing stdout and stderr, and so
+    does a Ctrl-C that ``main`` did not handle (one line and exit 130, 128 + SIGINT, not a traceback).
 
     XLA polls for signals while it compiles and abandons the compilation on an interrupt; the interpreter's
     shutdown then tears down XLA's state under the abandoned compile and segfaults (seen as rc -11 after a
@@ -199,6 +200,13 @@ def run_main(main) -> None:
     try:
         main()
     except HardExit as e:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(e.code if isinstance(e.code, int) else 1)
+        code = e.code if isinstance(e.code, int) else 1
+    except KeyboardInterrupt:
+        print(f"interrupted by SIGINT; {pathlib.Path(sys.argv[0]).name} stopped (its outputs may be incomplete)",
+              file=sys.stderr)
+        code = 128 + signal.SIGINT
+    else:
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -213,3 +213,39 @@ def test_sample_falls_back_to_the_shipped_default(tmp_path, capsys):
                          "--out", str(tmp_path / "s")])
     assert "shipped default model" in capsys.readouterr().out.splitlines()[0]
     assert np.load(tmp_path / "s" / "photo_noisy.npy").shape == (16, 16, 4)
+
+
+# ------------------------------------------------------------------------------------------------------
+# Ctrl-C in every CLI
+# ------------------------------------------------------------------------------------------------------
+def test_run_main_turns_a_ctrl_c_into_one_line_and_exit_130(monkeypatch, capsys):
+    """Seen: a Ctrl-C of sample.py during its start-up printed a KeyboardInterrupt traceback."""
+    import signal
+
+    from starlight_jax import cli
+
+    class Exited(Exception):
+        pass
+
+    def fake_exit(code):
+        raise Exited(code)
+
+    def interrupted_main():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "_exit", fake_exit)
+    monkeypatch.setattr("sys.argv", ["experiments/sample.py"])
+    with pytest.raises(Exited) as exit_info:
+        try:
+            cli.run_main(interrupted_main)
+        except KeyboardInterrupt:
+            pytest.fail("run_main let the KeyboardInterrupt through (a traceback)")
+    assert exit_info.value.args == (128 + signal.SIGINT,)
+    assert capsys.readouterr().err == "interrupted by SIGINT; sample.py stopped (its outputs may be incomplete)\n"
+    assert cli.run_main(lambda: None) is None  # a normal return exits normally
+
+
+@pytest.mark.parametrize("name", ["train", "sample", "evaluate", "export", "denoise", "denoise_benchmark"])
+def test_every_cli_runs_its_main_through_run_main(name):
+    text = (REPO / "experiments" / f"{name}.py").read_text()
+    assert text.rstrip().splitlines()[-1].strip() in ("run_main(main)", "cli.run_main(main)"), name
