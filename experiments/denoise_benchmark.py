@@ -94,7 +94,7 @@ def main(argv=None):
     setup_compilation_cache(args.compilation_cache)
 
     from starlight_jax import evaluation, files
-    from starlight_jax.checkpoint import load_noise_model, load_run_config, resolve_run, run_or_default
+    from starlight_jax.checkpoint import load_noise_model, load_run_config, output_dir, resolve_run, run_or_default
     from starlight_jax.data import load_dataset
     from starlight_jax.denoise import benchmark as bench
 
@@ -111,7 +111,7 @@ def main(argv=None):
     if args.out is not None:
         out = pathlib.Path(args.out)
     elif run_dir is not None:
-        out = run_dir / "denoise_benchmark"
+        out = output_dir(run_dir, args.root) / "denoise_benchmark"
     else:
         out = REPO / "outputs" / "denoise_benchmark"
     try:

@@ -54,7 +54,7 @@ def parse_args(argv=None):
                          "two scene by scene (paired t interval per structure metric): a checkpoint of this run "
                          "(init, best, latest or a step) or another run folder; e.g. --compare_with init asks "
                          "whether training improved on the step-0 model")
-    ap.add_argument("--json", default=None, help="output JSON (default <run>/evaluation.json)")
+    ap.add_argument("--json", default=None, help="output JSON (default <run>/evaluation.json; for a shipped model --root/shipped_<name>/evaluation.json)")
     add_compilation_cache_flag(ap)
     return ap.parse_args(argv)
 
@@ -72,7 +72,8 @@ def main(argv=None):
     setup_compilation_cache(args.compilation_cache)
 
     from starlight_jax import evaluation, files
-    from starlight_jax.checkpoint import is_which, load_noise_model, load_run_config, resolve_run, run_or_default
+    from starlight_jax.checkpoint import (is_which, load_noise_model, load_run_config, output_dir, resolve_run,
+                                          run_or_default)
 
     t0 = time.time()
     checkpoint, note = run_or_default(args.checkpoint, args.root)
@@ -80,7 +81,7 @@ def main(argv=None):
         print(f"[evaluate] {note}")
     try:
         run_dir = resolve_run(checkpoint, args.root)
-        out = files.check_output_file(args.json or run_dir / "evaluation.json", "--json")
+        out = files.check_output_file(args.json or output_dir(run_dir, args.root) / "evaluation.json", "--json")
         model, cfg, info = load_noise_model(run_dir, args.which)
         _, run = load_run_config(info["run_dir"])
         other = other_info = None
@@ -137,6 +138,7 @@ def main(argv=None):
     for note in result["notes"]:
         print(f"note: {note}")
     out.parent.mkdir(parents=True, exist_ok=True)
+    out.parent.mkdir(parents=True, exist_ok=True)  # checkpoints/shipped_default/ for a shipped model
     out.write_text(json.dumps(evaluation.to_json(result), indent=1))
     print(f"[evaluate] wrote {out} ({time.time() - t0:.0f} s)")
     return result

@@ -33,7 +33,7 @@ from starlight_jax.cli import run_main, setup_compilation_cache  # noqa: E402
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_checkpoint_flags(ap, REPO / "checkpoints")
-    ap.add_argument("--out", default=None, help="output folder (default <run>/samples/)")
+    ap.add_argument("--out", default=None, help="output folder (default <run>/samples/; for a shipped model --root/shipped_<name>/samples/)")
     ap.add_argument("--input", default=None, help="add the model's noise to this 8/16-bit image instead")
     ap.add_argument("--gain", type=float, default=None,
                     help="with --input: noise at this many times the model's analogue gain (e.g. 2 for twice the "
@@ -75,14 +75,14 @@ def main(argv=None):
     import numpy as np
 
     from starlight_jax import evaluation, files, plots
-    from starlight_jax.checkpoint import load_noise_model, load_run_config, resolve_run, run_or_default
+    from starlight_jax.checkpoint import load_noise_model, load_run_config, output_dir, resolve_run, run_or_default
 
     checkpoint, note = run_or_default(args.checkpoint, args.root)
     if note:
         print(f"[sample] {note}")
     try:
         run_dir = resolve_run(checkpoint, args.root)
-        out = files.check_output_dir(args.out or run_dir / "samples", "--out")
+        out = files.check_output_dir(args.out or output_dir(run_dir, args.root) / "samples", "--out")
         if args.input is not None:
             stem = pathlib.Path(args.input).stem
             for suffix in ("_noisy.png", "_noisy.npy"):

@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from starlight_jax.generator import quantize
 from starlight_jax.metrics import _residual, noise_level_function
 
 
@@ -39,12 +40,6 @@ def _check_clean(clean, channels: int) -> jax.Array:
     if clean.ndim < 3 or clean.shape[-1] != channels:
         raise ValueError(f"clean must have shape [..., H, W, {channels}]; got {clean.shape}.")
     return clean
-
-
-def _add_gaussian(key: jax.Array, clean: jax.Array, std) -> jax.Array:
-    """``clip(clean + std * eps, 0, 1)`` with eps ~ N(0, 1) per pixel; ``std`` broadcasts to ``clean``."""
-    eps = jax.random.normal(key, clean.shape, clean.dtype)
-    return jnp.clip(clean + std * eps, 0.0, 1.0)
 
 
 class GaussianBaseline(NamedTuple):
@@ -61,8 +56,7 @@ class GaussianBaseline(NamedTuple):
         Returns:
           [..., H, W, C] noisy image with the dtype of ``clean``. Jittable.
         """
-        clean = _check_clean(clean, self.sigma.shape[-1])
-        return _add_gaussian(key, clean, self.sigma.astype(clean.dtype))
+        return sample_baseline(self, key, clean)
 
     def to_dict(self) -> dict:
         """JSON-serialisable parameters."""
@@ -89,10 +83,7 @@ class PoissonGaussianBaseline(NamedTuple):
         Returns:
           [..., H, W, C] noisy image with the dtype of ``clean``. Jittable.
         """
-        clean = _check_clean(clean, self.a.shape[-1])
-        a, b = self.a.astype(clean.dtype), self.b.astype(clean.dtype)
-        # max(., 0) guards clean values slightly below 0; a, b >= 0 otherwise.
-        return _add_gaussian(key, clean, jnp.sqrt(jnp.maximum(a * clean + b, 0.0)))
+        return sample_baseline(self, key, clean)
 
     def to_dict(self) -> dict:
         """JSON-serialisable parameters."""
@@ -142,8 +133,7 @@ class BinnedGaussianBaseline(NamedTuple):
         Returns:
           [..., H, W, C] noisy image with the dtype of ``clean``. Jittable.
         """
-        mu, sigma = self.mean_std(clean)
-        return _add_gaussian(key, clean + mu, sigma)
+        return sample_baseline(self, key, clean)
 
     def to_dict(self) -> dict:
         """JSON-serialisable parameters (``[K][C]`` lists)."""
@@ -154,6 +144,48 @@ class BinnedGaussianBaseline(NamedTuple):
     def from_dict(cls, d: dict) -> "BinnedGaussianBaseline":
         """Inverse of :meth:`to_dict`."""
         return cls(jnp.asarray(d["mu"], jnp.float32), jnp.asarray(d["sigma"], jnp.float32))
+
+
+def baseline_std(baseline, clean) -> jax.Array:
+    """Per-pixel noise std of a baseline on ``clean`` ``[..., H, W, C]``."""
+    if isinstance(baseline, GaussianBaseline):
+        return jnp.broadcast_to(baseline.sigma.astype(clean.dtype), clean.shape)
+    if isinstance(baseline, BinnedGaussianBaseline):
+        return baseline.mean_std(clean)[1]
+    a, b = baseline.a.astype(clean.dtype), baseline.b.astype(clean.dtype)
+    # max(., 0) guards clean values slightly below 0; a, b >= 0 otherwise.
+    return jnp.sqrt(jnp.maximum(a * clean + b, 0.0))
+
+
+def baseline_mean(baseline, clean) -> jax.Array:
+    """Per-pixel noise mean of a baseline on ``clean`` (0 but for `BinnedGaussianBaseline`)."""
+    if isinstance(baseline, BinnedGaussianBaseline):
+        return baseline.mean_std(clean)[0]
+    return jnp.zeros_like(clean)
+
+
+def sample_baseline(baseline, key: jax.Array, clean, offset_map=None, step: Optional[float] = None) -> jax.Array:
+    """A baseline's noisy image, the one sampler of every caller (``.sample``, evaluation, the denoiser's pairs).
+
+    :math:`\\mathrm{clip}(x + o + \\mu(x) + \\sigma(x) \\varepsilon, 0, 1)`, rounded to multiples of ``step``
+    before the clip when given (as a model that rounds its output is).
+
+    Args:
+      baseline: a `GaussianBaseline`, `PoissonGaussianBaseline` or `BinnedGaussianBaseline`.
+      key: a PRNG key.
+      clean: [..., H, W, C] float clean image in [0, 1].
+      offset_map: optional map broadcasting to ``clean`` (a dataset's fixed pattern at the crop), added.
+      step: optional quantisation step.
+
+    Returns:
+      [..., H, W, C] noisy image with the dtype of ``clean``. Jittable.
+    """
+    channels = (baseline.a if isinstance(baseline, PoissonGaussianBaseline) else baseline.sigma).shape[-1]
+    clean = _check_clean(clean, channels)
+    eps = jax.random.normal(key, clean.shape, clean.dtype)
+    base = clean if offset_map is None else clean + offset_map
+    noisy = base + baseline_mean(baseline, clean) + baseline_std(baseline, clean) * eps
+    return jnp.clip(noisy if step is None else quantize(noisy, step), 0.0, 1.0)
 
 
 def fit_gaussian(noisy, clean) -> GaussianBaseline:

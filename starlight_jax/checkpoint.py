@@ -70,6 +70,19 @@ def run_or_default(path, root="checkpoints"):
                                f"pass --checkpoint)")
 
 
+def output_dir(run_dir, root="checkpoints") -> pathlib.Path:
+    """The folder the CLIs write what they make of the model in ``run_dir`` into by default.
+
+    The run folder itself; for a shipped default model (``starlight_jax/assets/...``), ``<root>/shipped_<name>``
+    instead: package data is not written into (an installed package may not be writable, and a checkout's
+    assets are tracked files).
+    """
+    run_dir = pathlib.Path(run_dir)
+    if run_dir.resolve().is_relative_to(ASSETS.resolve()):
+        return pathlib.Path(root) / f"shipped_{run_dir.name}"
+    return run_dir
+
+
 # ------------------------------------------------------------------------------------------------------
 # config.json and the train-state checkpoints, as the training loop writes and resumes them
 # ------------------------------------------------------------------------------------------------------

@@ -62,10 +62,11 @@ from starlight_jax import compare
 from starlight_jax import metrics as metrics_lib
 from starlight_jax import structure
 from starlight_jax.baselines import (BinnedGaussianBaseline, GaussianBaseline, PoissonGaussianBaseline,
-                                     fit_binned_gaussian, fit_gaussian, fit_poisson_gaussian_censored)
+                                     baseline_mean, fit_binned_gaussian, fit_gaussian,
+                                     fit_poisson_gaussian_censored, sample_baseline)
 from starlight_jax.data.batches import (fixed_crop as _fixed_crop, is_srgb, largest_crop, load_batches, max_frames,
                                         residual_arrays, run_dataset)
-from starlight_jax.generator import NoiseModel, generate, quantize
+from starlight_jax.generator import NoiseModel, generate
 from starlight_jax.noise import MAP_PARAMS, scales
 
 # New models go last: model m's sample keys fold in its index, so the others' numbers stay as they were.
@@ -116,30 +117,8 @@ def fit_baselines(dataset, *, crop_size: int, frames: int, seed: int = 0, max_bu
     return Baselines(fit_gaussian(noisy, clean), pg, binned, use_fp, len(batches))
 
 
-def baseline_std(baseline, clean):
-    """Per-pixel noise std of a baseline on ``clean`` ``[..., H, W, C]``."""
-    if isinstance(baseline, GaussianBaseline):
-        return jnp.broadcast_to(baseline.sigma.astype(clean.dtype), clean.shape)
-    if isinstance(baseline, BinnedGaussianBaseline):
-        return baseline.mean_std(clean)[1]
-    a, b = baseline.a.astype(clean.dtype), baseline.b.astype(clean.dtype)
-    return jnp.sqrt(jnp.maximum(a * clean + b, 0.0))
-
-
-def baseline_mean(baseline, clean):
-    """Per-pixel noise mean of a baseline on ``clean`` (0 but for `BinnedGaussianBaseline`)."""
-    if isinstance(baseline, BinnedGaussianBaseline):
-        return baseline.mean_std(clean)[0]
-    return jnp.zeros_like(clean)
-
-
-@jax.jit
-def _sample_baseline(baseline, key, clean, offset_map, step=None):
-    # clip(x + offset + mean(x) + std(x) eps); with a zero offset map this is exactly baseline.sample(key, clean).
-    # A model that rounds its output (GeneratorConfig.quantize) has its baselines rounded the same way.
-    eps = jax.random.normal(key, clean.shape, clean.dtype)
-    noisy = clean + offset_map + baseline_mean(baseline, clean) + baseline_std(baseline, clean) * eps
-    return jnp.clip(noisy if step is None else quantize(noisy, step), 0.0, 1.0)
+# One sampler for the baselines (`baselines.sample_baseline`); jitted here, where it runs per burst.
+_sample_baseline = jax.jit(sample_baseline)
 
 
 @functools.partial(jax.jit, static_argnames=("use_offset",))

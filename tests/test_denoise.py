@@ -330,3 +330,23 @@ def test_benchmark_seeds_differ_and_the_same_seed_repeats():
         np.testing.assert_allclose(again["results"][m]["per_seed"][0]["psnr_per_image"], runs[1]["psnr_per_image"],
                                    rtol=0, atol=1e-6)  # seed 1 alone = seed 1 of the pair
     assert isinstance(two["results"]["real"]["ties"], list) and again["results"]["real"]["ties"] is None
+
+
+def test_binned_gaussian_source_with_a_fixed_pattern_adds_both():
+    # The benchmark passes the data's fixed pattern to every baseline on the embedded data: the binned
+    # Gaussian's mean must not be replaced by it (evaluation adds both; so must the denoiser's pairs).
+    from starlight_jax.baselines import BinnedGaussianBaseline, sample_baseline
+    from starlight_jax.denoise.train import make_noisy
+
+    mu = jnp.stack([jnp.linspace(0.0, 0.1, 4)] * 2, axis=-1)
+    fp = jax.random.uniform(jax.random.key(0), (20, 24, 2), maxval=0.1)
+    base = BinnedGaussianBaseline(mu, jnp.zeros((4, 2)))
+    src = baseline_source("binned_gaussian", base, fp)
+    clean = jnp.full((2, 1, 8, 8, 2), 0.625)
+    offset = jnp.array([[0, 0], [5, 7]], jnp.int32)
+    noisy = make_noisy({"clean": clean, "offset": offset}, jax.random.key(1), src.params, noise_fn=src.fn)
+    np.testing.assert_allclose(noisy[1, 0], 0.625 + 0.2 / 3 + fp[5:13, 7:15], atol=1e-6)
+    # one sampler for every caller: without an offset map it is the baseline's own `sample`
+    key = jax.random.key(2)
+    wide = BinnedGaussianBaseline(mu, jnp.full((4, 2), 0.02))
+    np.testing.assert_array_equal(sample_baseline(wide, key, clean), wide.sample(key, clean))

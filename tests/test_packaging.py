@@ -83,3 +83,17 @@ def test_the_old_default_path_names_the_new_one(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match=f"pass --checkpoint {generator.ASSETS / 'default'}"):
         checkpoint.resolve_run("checkpoints/default")
     assert checkpoint.resolve_run(generator.DEFAULT_MODEL_DIRS[4]) == generator.DEFAULT_MODEL_DIRS[4]
+
+
+def test_the_clis_write_a_shipped_models_outputs_outside_the_package(tmp_path):
+    # On a fresh checkout sample.py, evaluate.py and denoise_benchmark.py fall back to the shipped default;
+    # their outputs then go under --root, not into starlight_jax/assets/ (tracked files; read-only installs).
+    from starlight_jax import checkpoint, generator
+
+    for model in generator.DEFAULT_MODEL_DIRS.values():
+        out = checkpoint.output_dir(model, tmp_path)
+        assert out == tmp_path / f"shipped_{model.name}"
+        assert not out.resolve().is_relative_to(generator.ASSETS.resolve())
+    assert checkpoint.output_dir(tmp_path / "run", tmp_path) == tmp_path / "run"  # a run folder: itself
+    for name in ("sample.py", "evaluate.py", "denoise_benchmark.py"):
+        assert "output_dir(run_dir, args.root)" in (ROOT / "experiments" / name).read_text(), name

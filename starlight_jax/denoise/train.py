@@ -33,6 +33,7 @@ import numpy as np
 import optax
 from flax import struct
 
+from starlight_jax.baselines import sample_baseline
 from starlight_jax.denoise.model import DenoiserConfig, apply_denoiser, denoise, init_denoiser
 
 SCHEDULES = ("constant", "cosine")
@@ -159,14 +160,9 @@ def learned_source(model, fixed_pattern=None) -> NoiseSource:
 
 
 def _baseline_noise(params, key, clean, offset):
-    from starlight_jax.evaluation import baseline_mean, baseline_std
-
-    base = params["baseline"]
-    mean = clean + baseline_mean(base, clean)
-    if params["fixed_pattern"] is not None:
-        mean = clean + _crop_map(params["fixed_pattern"], offset, *clean.shape[-3:-1])
-    eps = jax.random.normal(key, clean.shape, clean.dtype)
-    return jnp.clip(mean + baseline_std(base, clean) * eps, 0.0, 1.0)
+    fmap = params["fixed_pattern"]
+    crop = None if fmap is None else _crop_map(fmap, offset, *clean.shape[-3:-1])
+    return sample_baseline(params["baseline"], key, clean, crop)
 
 
 def baseline_source(name: str, baseline, fixed_pattern=None) -> NoiseSource:
