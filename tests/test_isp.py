@@ -194,3 +194,19 @@ def test_tone_init_accounts_for_the_pipelines_own_mean():
     se = float(jnp.std(noisy - clean)) / np.sqrt(clean.size / 3 / 16)
     assert np.abs(out["tone_offset"][1:-1]).max() < 6 * se < abs(data_mean)
     np.testing.assert_allclose(out["tone_gain"][1:-1], 1.0, atol=0.1)
+
+
+def test_fit_rate_decays_to_its_final_fraction(monkeypatch):
+    """The moment fit's Adam rate is a cosine decay from ``lr`` to ``final_lr * lr`` (a constant rate left
+    the PolyU fit wherever its last noisy steps put it, isp_fit.FINAL_LR); ``final_lr=1`` keeps it constant."""
+    rates = []
+    adam = isp_fit.optax.adam
+    monkeypatch.setattr(isp_fit.optax, "adam", lambda rate: rates.append(rate) or adam(rate))
+    cfg = sj.parse_noiselist("shot_read_isp", channels=3)
+    clean = jnp.full((1, 32, 32, 3), 0.5)
+    for final in (0.05, 1.0):
+        isp_fit.fit_isp(cfg, clean, clean, steps=2, batch=1, lr=0.05, tile=32, final_lr=final)
+    decayed, constant = rates
+    np.testing.assert_allclose([decayed(0), decayed(1), decayed(2)], [0.05, 0.05 * (0.05 + 0.95 / 2), 0.0025],
+                               rtol=1e-6)
+    assert constant == 0.05
