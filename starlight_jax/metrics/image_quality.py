@@ -21,10 +21,9 @@ def gaussian_window(size: int, sigma: float) -> np.ndarray:
 
 def _check_pair(a, b, name_a: str, name_b: str, min_hw: int = 1) -> tuple[jax.Array, jax.Array]:
     """Static checks (work on tracers): floating dtype, rank >= 3, equal shapes, H, W >= ``min_hw``."""
-    a = check_array(name_a, jnp.asarray(a), min_rank=3, values=False)
+    a = check_array(name_a, jnp.asarray(a), min_rank=3, min_hw=min_hw, values=False)
     b = check_array(name_b, jnp.asarray(b), min_rank=3, values=False)
     check_same_shape(name_b, b.shape, name_a, a.shape)
-    check_array(name_a, a, min_rank=3, min_hw=min_hw, values=False)
     return a, b
 
 
