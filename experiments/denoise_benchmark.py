@@ -93,10 +93,13 @@ def main(argv=None):
             fail(f"{d} does not exist or is not a folder")
     setup_compilation_cache(args.compilation_cache)
 
-    from starlight_jax import evaluation, files
+    from starlight_jax import files
     from starlight_jax.checkpoint import load_noise_model, load_run_config, output_dir, resolve_run, run_or_default
     from starlight_jax.data import load_dataset
+    from starlight_jax.data.batches import is_srgb, run_dataset
     from starlight_jax.denoise import benchmark as bench
+    from starlight_jax.denoise.benchmark_config import preset_config
+    from starlight_jax.denoise.benchmark_report import plot_denoised, results_table
 
     t0 = time.time()
     run_dir = None
@@ -122,7 +125,7 @@ def main(argv=None):
     except ValueError as e:
         fail(str(e))
     try:
-        config = bench.preset_config(
+        config = preset_config(
             args.preset, steps=args.steps, crop_size=args.crop, batch_images=args.batch_images, frames=args.frames,
             test_frames=args.test_frames, max_test=args.max_test, max_train_bursts=args.max_train_bursts,
             seed=args.seed, seeds=args.seeds, fixed_pattern=not args.no_fixed_pattern, methods=methods,
@@ -142,7 +145,7 @@ def main(argv=None):
         except (FileNotFoundError, ValueError) as e:
             fail(str(e))
         try:
-            train_data, ds_name, data_dir, opts = evaluation.run_dataset(run, args.dataset, args.data_dir, options)
+            train_data, ds_name, data_dir, opts = run_dataset(run, args.dataset, args.data_dir, options)
         except (FileNotFoundError, ValueError, TypeError) as e:
             fail(f"dataset: {e}")
         info.update(noiselist=model.config.noise.noiselist, network=model.config.network)
@@ -176,8 +179,8 @@ def main(argv=None):
     result["setup"].update(data_dir=data_dir, test_data_dir=args.test_data_dir, dataset_options=meta["dataset_options"])
 
     test_ds = test_data or train_data
-    raw = not evaluation.is_srgb(test_ds)
-    fig = bench.plot_denoised(images, result, channel_names=test_ds.channel_names, raw=raw, n=config.n_figure)
+    raw = not is_srgb(test_ds)
+    fig = plot_denoised(images, result, channel_names=test_ds.channel_names, raw=raw, n=config.n_figure)
     out.mkdir(parents=True, exist_ok=True)
     fig_path = out / "denoised.png"
     fig.savefig(fig_path, dpi=110)
@@ -186,7 +189,7 @@ def main(argv=None):
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(result, indent=1))
     print()
-    print(bench.results_table(result))
+    print(results_table(result))
     for note in result["notes"]:
         print(f"note: {note}")
     print(f"[benchmark] wrote {json_path}, {fig_path}, denoisers in {out / 'denoisers'} ({result['seconds']:.0f} s)")

@@ -72,6 +72,8 @@ def main(argv=None):
     setup_compilation_cache(args.compilation_cache)
 
     from starlight_jax import evaluation, files
+    from starlight_jax.data.batches import largest_crop, max_frames, run_dataset
+    from starlight_jax.evaluation import report
     from starlight_jax.checkpoint import (is_which, load_noise_model, load_run_config, output_dir, resolve_run,
                                           run_or_default)
 
@@ -92,19 +94,19 @@ def main(argv=None):
         fail(str(e))
     options = {"frame_size": (args.frame_size, args.frame_size)} if args.frame_size else None
     try:
-        dataset, ds_name, data_dir, opts = evaluation.run_dataset(run, args.dataset, args.data_dir, options)
+        dataset, ds_name, data_dir, opts = run_dataset(run, args.dataset, args.data_dir, options)
     except (FileNotFoundError, ValueError, TypeError) as e:
         fail(f"dataset: {e}")
     test_data = None
     if args.test_data_dir is not None:
         try:
-            test_data, *_ = evaluation.run_dataset(run, ds_name, args.test_data_dir, options)
+            test_data, *_ = run_dataset(run, ds_name, args.test_data_dir, options)
         except (FileNotFoundError, ValueError, TypeError) as e:
             fail(f"--test_data_dir: {e}")
-    crop = args.crop_size or evaluation.largest_crop(test_data or dataset, cfg.crop_size)
+    crop = args.crop_size or largest_crop(test_data or dataset, cfg.crop_size)
     frames = args.frames or cfg.frames
-    if args.frames is None and frames > evaluation.max_frames(dataset):
-        frames = evaluation.max_frames(dataset)
+    if args.frames is None and frames > max_frames(dataset):
+        frames = max_frames(dataset)
         print(f"[evaluate] the dataset's bursts have {frames} frame(s): scoring {frames} instead of the run's "
               f"{cfg.frames}")
     print(f"[evaluate] run {info['run_dir']} step {info['step']} ({args.which}); noiselist "
@@ -122,24 +124,24 @@ def main(argv=None):
     if other_info is not None:
         result["comparison"]["b_checkpoint"] = other_info
     print()
-    print(evaluation.metrics_table(result))
+    print(report.metrics_table(result))
     print()
-    print(evaluation.structure_table(result))
+    print(report.structure_table(result))
     print()
-    print(evaluation.residual_structure_table(result))
+    print(report.residual_structure_table(result))
     print()
-    print(evaluation.parameter_table(result))
+    print(report.parameter_table(result))
     if other_info is not None:
         print()
         print(f"[evaluate] paired comparison, a = {info['which']} (step {info['step']}), b = "
               f"{other_info['which']} (step {other_info['step']}) of {other_info['run_dir']}: per-scene "
               f"differences a - b, 95% t interval; lower is better")
-        print(evaluation.comparison_table(result))
+        print(report.comparison_table(result))
     for note in result["notes"]:
         print(f"note: {note}")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.parent.mkdir(parents=True, exist_ok=True)  # checkpoints/shipped_default/ for a shipped model
-    out.write_text(json.dumps(evaluation.to_json(result), indent=1))
+    out.write_text(json.dumps(report.to_json(result), indent=1))
     print(f"[evaluate] wrote {out} ({time.time() - t0:.0f} s)")
     return result
 

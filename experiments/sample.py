@@ -74,7 +74,8 @@ def main(argv=None):
     import jax
     import numpy as np
 
-    from starlight_jax import evaluation, files, plots
+    from starlight_jax import files, plots
+    from starlight_jax.data.batches import largest_crop, max_frames, run_dataset
     from starlight_jax.checkpoint import load_noise_model, load_run_config, output_dir, resolve_run, run_or_default
 
     checkpoint, note = run_or_default(args.checkpoint, args.root)
@@ -118,9 +119,9 @@ def main(argv=None):
         return [path]
 
     try:
-        dataset, _, _, _ = evaluation.run_dataset(run, args.dataset, args.data_dir)
-        crop = args.crop_size or evaluation.largest_crop(dataset, cfg.crop_size, cap=256)
-        frames = min(cfg.frames, evaluation.max_frames(dataset))
+        dataset, _, _, _ = run_dataset(run, args.dataset, args.data_dir)
+        crop = args.crop_size or largest_crop(dataset, cfg.crop_size, cap=256)
+        frames = min(cfg.frames, max_frames(dataset))
         paths = plots.write_figures(model, dataset, out, crop_size=crop, frames=frames,
                                     train_crop=cfg.crop_size, seed=args.seed, max_bursts=args.max_bursts,
                                     burst=args.burst, frame=args.frame, title=title,

@@ -29,17 +29,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from starlight_jax.generator import quantize
-from starlight_jax.metrics import _residual, noise_level_function
+from starlight_jax.metrics.residual_stats import noise_level_function, residual
+from starlight_jax.validation import check_array
 
 
 def _check_clean(clean, channels: int) -> jax.Array:
     """Static checks only (``clean`` may be a tracer)."""
-    clean = jnp.asarray(clean)
-    if not jnp.issubdtype(clean.dtype, jnp.floating):
-        raise ValueError(f"clean must have a floating dtype (values in [0, 1]); got {clean.dtype}.")
-    if clean.ndim < 3 or clean.shape[-1] != channels:
-        raise ValueError(f"clean must have shape [..., H, W, {channels}]; got {clean.shape}.")
-    return clean
+    return check_array("clean", jnp.asarray(clean), min_rank=3, channels=channels, unit=True, values=False)
 
 
 class GaussianBaseline(NamedTuple):
@@ -211,7 +207,7 @@ def fit_gaussian(noisy, clean) -> GaussianBaseline:
     Raises:
       ValueError: on shape/dtype mismatch or non-finite values.
     """
-    res = _residual(noisy, clean)
+    res = residual(noisy, clean)
     sigma = np.sqrt(np.mean(res.reshape(-1, res.shape[-1]) ** 2, axis=0))
     return GaussianBaseline(jnp.asarray(sigma, jnp.float32))
 
@@ -360,7 +356,7 @@ def fit_binned_gaussian(noisy, clean, *, n_bins: int = 16, min_count: int = 16) 
     if isinstance(min_count, bool) or not isinstance(min_count, (int, np.integer)) or min_count < 2:
         raise ValueError(f"min_count must be an int >= 2; got {min_count!r}.")
     nlf = noise_level_function(noisy, clean, n_bins=n_bins)  # validates the inputs and n_bins
-    res = _residual(noisy, clean)
+    res = residual(noisy, clean)
     c = res.shape[-1]
     x = np.asarray(clean, np.float64).reshape(-1, c)
     res = res.reshape(-1, c)

@@ -23,11 +23,15 @@ from typing import Optional, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from starlight_jax import evaluation
+from starlight_jax.data.batches import is_srgb
+from starlight_jax.evaluation import samples as eval_samples
+from starlight_jax.evaluation.parameters import baseline_parameters, learned_parameters, physical_parameters
+from starlight_jax.evaluation.report import format_table, format_value, parameter_rows
+from starlight_jax.evaluation.scoring import nlf_curves
 
 COLORS = {"real": "black", "model": "tab:red", "gaussian": "tab:blue", "poisson_gaussian": "tab:green",
           "binned_gaussian": "tab:purple", "truth": "0.4"}
-LABELS = {"real": "real", **evaluation.LABELS}
+LABELS = {"real": "real", **eval_samples.LABELS}
 GAMMA = 1 / 2.2
 
 
@@ -139,7 +143,7 @@ def plot_components(components: dict, *, channel_names: Sequence[str], title: st
     return fig
 
 
-def plot_residual_histograms(samples: evaluation.EvalSamples, *, channel_names: Sequence[str],
+def plot_residual_histograms(samples: eval_samples.EvalSamples, *, channel_names: Sequence[str],
                              bins: int = 120, step: Optional[float] = None) -> Figure:
     """Histograms of residuals (noisy - reference) per channel: real vs every model, log y.
 
@@ -184,7 +188,7 @@ def plot_nlf(curves: dict, *, channel_names: Sequence[str], truth: Optional[dict
     """Noise level functions (residual variance vs clean intensity), one panel per channel.
 
     Args:
-      curves: `evaluation.nlf_curves` output (``"real"`` and one entry per model).
+      curves: `~starlight_jax.evaluation.scoring.nlf_curves` output (``"real"`` and one entry per model).
       channel_names: the dataset's channel names.
       truth: ``{"a": [C], "b": [C]}`` of the true law Var = a x + b, drawn dashed when given.
       min_count: bins with fewer pixels are not drawn.
@@ -215,11 +219,11 @@ def plot_nlf(curves: dict, *, channel_names: Sequence[str], truth: Optional[dict
     return fig
 
 
-def plot_power_spectra(samples: evaluation.EvalSamples) -> Figure:
+def plot_power_spectra(samples: eval_samples.EvalSamples) -> Figure:
     """Residual power spectra (mean over channels, log10): real and learned model as images, and the
     1-D profiles along each frequency axis for every model. Row/column noise shows as a line through the
     centre, periodic noise as off-centre peaks; the DC bin (the mean residual) is left out."""
-    from starlight_jax.metrics import residual_power_spectrum
+    from starlight_jax.metrics.residual_stats import residual_power_spectrum
 
     ref = np.broadcast_to(samples.reference, samples.real.shape)
     spectra = {"real": residual_power_spectrum(samples.real, ref).mean(-1)}
@@ -256,8 +260,8 @@ def plot_power_spectra(samples: evaluation.EvalSamples) -> Figure:
 
 
 def plot_table(header: list[str], rows: list[list], *, title: str = "") -> Figure:
-    """A table as an image (cells formatted like `evaluation.format_table`)."""
-    cells = [[evaluation._fmt(c) for c in r] for r in rows]
+    """A table as an image (cells formatted like `~starlight_jax.evaluation.report.format_table`)."""
+    cells = [[format_value(c) for c in r] for r in rows]
     width = [max(len(str(header[i])), *(len(r[i]) for r in cells)) for i in range(len(header))]
     fig = Figure(figsize=(max(6.0, 0.095 * sum(width) + 1), 0.3 * (len(rows) + 1) + 0.6), layout="constrained")
     ax = fig.subplots()
@@ -284,7 +288,7 @@ def write_figures(model, dataset, out_dir, *, crop_size: int, frames: int, train
                   title: str = "", log=print) -> list[pathlib.Path]:
     """Draws every figure for ``model`` on ``dataset`` and saves them as PNGs in ``out_dir``.
 
-    The baselines are fitted as in `evaluation.evaluate_model` (train crop ``train_crop``); the figures
+    The baselines are fitted as in `starlight_jax.evaluation.evaluate_model` (train crop ``train_crop``); the figures
     use test bursts cropped to ``crop_size`` (larger crops make nicer pictures).
 
     Returns:
@@ -297,15 +301,15 @@ def write_figures(model, dataset, out_dir, *, crop_size: int, frames: int, train
 
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    evaluation.check_channels(model, dataset)
+    eval_samples.check_channels(model, dataset)
     log(f"fitting the baselines on the train split ({train_crop} px crops) ...")
-    baselines = evaluation.fit_baselines(dataset, crop_size=train_crop, frames=frames, seed=seed)
+    baselines = eval_samples.fit_baselines(dataset, crop_size=train_crop, frames=frames, seed=seed)
     log(f"noising {max_bursts or 'all'} test bursts ({crop_size} px crops) ...")
     split = "test" if len(dataset.test) else "train"
-    samples = evaluation.draw_samples(model, dataset, baselines, crop_size=crop_size, frames=frames, seed=seed,
+    samples = eval_samples.draw_samples(model, dataset, baselines, crop_size=crop_size, frames=frames, seed=seed,
                                       max_bursts=max_bursts, n_samples=1, split=split)
     names = tuple(dataset.channel_names)
-    raw = not evaluation.is_srgb(dataset)
+    raw = not is_srgb(dataset)
     if not 0 <= burst < samples.real.shape[0]:
         raise ValueError(f"burst {burst} is not one of the {samples.real.shape[0]} test bursts drawn")
     if not 0 <= frame < samples.real.shape[1]:
@@ -337,18 +341,18 @@ def write_figures(model, dataset, out_dir, *, crop_size: int, frames: int, train
     truth = None
     if dataset.truth is not None and baselines.fixed_pattern:
         truth = {"a": np.asarray(dataset.truth["shot"]), "b": np.asarray(dataset.truth["variance_law_b"])}
-    save(plot_nlf(evaluation.nlf_curves(samples), channel_names=names, truth=truth), "nlf.png")
+    save(plot_nlf(nlf_curves(samples), channel_names=names, truth=truth), "nlf.png")
     save(plot_power_spectra(samples), "power_spectra.png")
 
-    result = {"learned_parameters": evaluation.learned_parameters(model),
-              "baselines": evaluation.baseline_parameters(baselines, dataset.truth)}
+    result = {"learned_parameters": learned_parameters(model),
+              "baselines": baseline_parameters(baselines, dataset.truth)}
     if dataset.truth is not None:
-        result["physical_parameters"] = evaluation.physical_parameters(model, dataset.truth)
-    header, rows = evaluation.parameter_rows(result)
+        result["physical_parameters"] = physical_parameters(model, dataset.truth)
+    header, rows = parameter_rows(result)
     save(plot_table(header, rows, title=f"{title}: parameters (learned and fitted; truth when known)".strip(": ")),
          "parameters.png")
     md = out / "parameters.md"
-    text = evaluation.format_table(header, rows)
+    text = format_table(header, rows)
     md.write_text(f"# {title or 'noise model'}: parameters\n\n{text}\n")
     paths.append(md)
     log(text)

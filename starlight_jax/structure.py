@@ -3,7 +3,7 @@
 Real sRGB noise is correlated in space and across channels (demosaicking, colour matrix, chroma smoothing,
 tone curve): on the sRGB pairs the variance of a 2x2 block sum is 2.2-3.0 times that of four independent
 pixels and the channels correlate by 0.3-0.7, where white per-channel noise gives 1 and 0. Every KLD of
-`starlight_jax.metrics` histograms single pixels, so it scores a white model with the right marginals as
+`starlight_jax.metrics.kld` histograms single pixels, so it scores a white model with the right marginals as
 perfect. The metrics here compare a *real* residual set with a *model* residual set drawn on the same clean
 images:
 
@@ -25,7 +25,8 @@ from typing import NamedTuple, Optional, Sequence
 
 import numpy as np
 
-from starlight_jax.metrics import _as_array, _check_same_shape, noise_level_function
+from starlight_jax.metrics.residual_stats import noise_level_function
+from starlight_jax.validation import check_array, check_same_shape
 
 BLOCKS = (1, 2, 4)
 METRIC_NAMES = ("block1_kld", "block2_kld", "block4_kld", "spectrum_db", "xcorr_err", "nlf_err")
@@ -39,14 +40,14 @@ class ChannelScore(NamedTuple):
 
 def _images(x, name: str) -> np.ndarray:
     """``[..., H, W, C]`` floats -> float64 ``[M, H, W, C]``."""
-    arr = _as_array(x, name, floating=True, min_ndim=3)
+    arr = check_array(name, x, min_rank=3, nonempty=True, host=True)
     return arr.astype(np.float64).reshape((-1, *arr.shape[-3:]))
 
 
 def _pair(real_res, model_res) -> tuple[np.ndarray, np.ndarray]:
     real = _images(real_res, "real_res")
     model = _images(model_res, "model_res")
-    _check_same_shape(model, "model_res", real, "real_res")
+    check_same_shape("model_res", model.shape, "real_res", real.shape)
     return real, model
 
 
@@ -310,7 +311,7 @@ def nlf_error(real_res, model_res, clean, *, n_bins: int = 16, min_count: int = 
     """
     real, model = _pair(real_res, model_res)
     x = _images(clean, "clean")
-    _check_same_shape(x, "clean", real, "real_res")
+    check_same_shape("clean", x.shape, "real_res", real.shape)
     if isinstance(min_count, bool) or not isinstance(min_count, (int, np.integer)) or min_count < 2:
         raise ValueError(f"min_count must be an int >= 2; got {min_count!r}.")
     nr = noise_level_function(x + real, x, n_bins=n_bins)
@@ -383,7 +384,7 @@ def log_metrics(real_noisy, model_noisy, clean, *, step: Optional[float] = None,
     ``clean`` broadcasts to the noisy shape (e.g. ``[B, 1, H, W, C]`` against ``[B, T, H, W, C]``); ``step``
     is used only when the real residuals lie on its lattice.
     """
-    real_noisy = _as_array(real_noisy, "real_noisy", floating=True, min_ndim=3)
+    real_noisy = check_array("real_noisy", real_noisy, min_rank=3, nonempty=True, host=True)
     clean = np.broadcast_to(np.asarray(clean, np.float64), real_noisy.shape)
     real = real_noisy - clean
     model = np.asarray(model_noisy, np.float64) - clean

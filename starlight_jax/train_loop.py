@@ -42,11 +42,11 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from starlight_jax import metrics as metrics_lib
 from starlight_jax import files, run_folder, training
 from starlight_jax.checkpoint import (checkpoint_managers, load_config, restore_state,  # noqa: F401 (re-exported)
                                       config_dict as _config_dict, save_checkpoint as _save,
                                       save_config as _save_config)
+from starlight_jax.metrics.kld import kld_starlight_per_burst
 from starlight_jax.noise import MAP_PARAMS
 from starlight_jax.parallel import DataParallel, all_processes, data_devices
 from starlight_jax.run_config import RunConfig
@@ -93,7 +93,7 @@ def evaluate(cfg: training.TrainConfig, g_params, test_batches, fixed_key) -> di
         real.append(batch["noisy"])
         clean.append(np.broadcast_to(batch["clean"], batch["noisy"].shape))
     gen, real = np.concatenate(gen), np.concatenate(real)
-    kld = metrics_lib.kld_starlight_per_burst(gen, real)
+    kld = kld_starlight_per_burst(gen, real)
     return {"test_kld_mean": float(kld.mean), "test_kld_sum": float(kld.sum),
             **structure.log_metrics(real, gen, np.concatenate(clean), step=cfg.quantize)}
 

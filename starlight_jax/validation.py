@@ -5,6 +5,7 @@ They run before tracing (or on tracers' static shapes inside `jax.jit`), so a ba
 """
 from __future__ import annotations
 
+import math
 from typing import Mapping
 
 import jax
@@ -23,26 +24,80 @@ def is_concrete(x) -> bool:
 RANGE_TOLERANCE = 1e-3
 
 
+def check_array(name: str, x, *, dtype: str = "float", min_rank: int = 0, channels: int | None = None,
+                min_hw: int = 1, nonempty: bool = False, unit: bool = False, values: bool = True,
+                host: bool = False):
+    """The one validator of image-like arrays ``[..., H, W, C]``: every check names ``name``.
+
+    Static checks (dtype, rank, channels, size) always run, on tracers too; the values are checked only
+    when concrete: under `jax.jit` there are none to check.
+
+    Args:
+      name: the argument's name, the first word of every message.
+      x: the array. With ``host`` anything `np.asarray` takes; else an array (a list is refused).
+      dtype: ``"float"`` (a floating dtype), ``"float_or_uint8"`` or ``"real"`` (float or integer).
+      min_rank: the fewest axes.
+      channels: the size the last axis must have (NHWC), or None.
+      min_hw: the smallest H and W.
+      nonempty: refuse an array without elements.
+      unit: the array is an image in [0, 1]: the messages say so and ``values`` checks the range.
+      values: check that concrete values are finite (and within [0, 1] ± `RANGE_TOLERANCE` with ``unit``).
+      host: convert with `np.asarray` and return a NumPy array (host-side metrics) instead of a JAX one.
+
+    Returns:
+      ``x`` as a NumPy (``host``) or JAX array.
+    """
+    if host:
+        x = np.asarray(x)
+    elif isinstance(x, (list, tuple)):
+        raise ValueError(f"{name} must be an array [..., H, W, C], got a {type(x).__name__}")
+    elif not hasattr(x, "shape") or not hasattr(x, "dtype"):
+        raise ValueError(f"{name} must be an array [..., H, W, C], got {type(x).__name__}")
+    shape = tuple(x.shape)
+    if len(shape) < min_rank:
+        raise ValueError(f"{name} must have rank >= {min_rank} ([..., H, W, C]), got shape {shape}")
+    _check_dtype(name, x.dtype, dtype, unit)
+    if channels is not None:
+        check_channels(name, shape, channels)
+    if min_hw > 1 and min(shape[-3:-1]) < min_hw:
+        raise ValueError(f"{name} must have H, W >= {min_hw}; got shape {shape}")
+    if nonempty and not math.prod(shape):
+        raise ValueError(f"{name} must be non-empty; got shape {shape}")
+    if values and is_concrete(x) and jnp.issubdtype(x.dtype, jnp.floating):
+        if unit:
+            check_unit_range(name, np.asarray(x, np.float32))
+        elif not bool(np.all(np.isfinite(np.asarray(x)))):
+            raise ValueError(f"{name} contains NaN or inf values")
+    return x if host else jnp.asarray(x)
+
+
+def _check_dtype(name: str, dt, kind: str, unit: bool) -> None:
+    if jnp.issubdtype(dt, jnp.floating):
+        return
+    if kind == "float_or_uint8" and dt == np.uint8:
+        return
+    if kind == "real" and jnp.issubdtype(dt, jnp.integer):
+        return
+    expected = {"float": "a floating dtype", "float_or_uint8": "a floating dtype or uint8",
+                "real": "a real numeric dtype"}[kind]
+    msg = f"{name} must be a float array in [0, 1]" if unit else f"{name} must have {expected}"
+    hint = ("; convert integer images first, e.g. x.astype('float32') / 255 for 8-bit data"
+            if kind == "float" and (unit or jnp.issubdtype(dt, jnp.integer)) else "")
+    raise ValueError(f"{msg}, got dtype {dt}{hint}")
+
+
+def check_same_shape(name: str, shape, ref_name: str, ref_shape) -> None:
+    """``shape`` (of ``name``) must equal ``ref_shape`` (of ``ref_name``)."""
+    if tuple(shape) != tuple(ref_shape):
+        raise ValueError(f"{name} must have the same shape as {ref_name} {tuple(ref_shape)}; got {tuple(shape)}")
+
+
 def check_image(name: str, x, channels: int | None = None, min_rank: int = 3) -> jax.Array:
     """Validates a float image or burst ``[..., H, W, C]`` in [0, 1] and returns it as a JAX array.
 
-    The values (finite, within [0, 1] ± `RANGE_TOLERANCE`) are checked only when concrete: under
-    `jax.jit` there are none to check.
+    The values (finite, within [0, 1] ± `RANGE_TOLERANCE`) are checked only when concrete (`check_array`).
     """
-    if isinstance(x, (list, tuple)):
-        raise ValueError(f"{name} must be an array [..., H, W, C], got a {type(x).__name__}")
-    if not hasattr(x, "shape") or not hasattr(x, "dtype"):
-        raise ValueError(f"{name} must be an array [..., H, W, C], got {type(x).__name__}")
-    if len(x.shape) < min_rank:
-        raise ValueError(f"{name} must have rank >= {min_rank} ([..., H, W, C]), got shape {tuple(x.shape)}")
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        raise ValueError(f"{name} must be a float array in [0, 1], got dtype {x.dtype}; convert integer "
-                         f"images first, e.g. x.astype('float32') / 255 for 8-bit data")
-    if channels is not None:
-        check_channels(name, x.shape, channels)
-    if is_concrete(x):
-        check_unit_range(name, np.asarray(x, np.float32))
-    return jnp.asarray(x)
+    return check_array(name, x, min_rank=min_rank, channels=channels, unit=True)
 
 
 def check_channels(name: str, shape, channels: int) -> None:

@@ -12,7 +12,7 @@ import pytest
 from starlight_jax.denoise import (DenoiserConfig, DenoiseTrainConfig, baseline_source, create_train_state,
                                    denoise, eval_step, init_denoiser, load_denoiser, read_image, save_denoiser,
                                    train_step, write_image)
-from starlight_jax.denoise.benchmark import METHODS
+from starlight_jax.denoise.benchmark_config import METHODS
 from legacy import train_config
 
 pytestmark = pytest.mark.usefixtures("fast_compiles")
@@ -254,7 +254,7 @@ def test_compare_fills_gaps_and_ties_and_none_with_one_seed():
 
 
 def test_presets_and_overrides():
-    from starlight_jax.denoise.benchmark import PRESETS, BenchmarkConfig, preset_config
+    from starlight_jax.denoise.benchmark_config import PRESETS, BenchmarkConfig, preset_config
 
     assert preset_config("standard") == BenchmarkConfig()  # the library default is the standard preset
     cfg = preset_config("tiny", steps=7, width=None, lr=3e-3, seeds=3)
@@ -310,7 +310,8 @@ def test_binned_gaussian_source_adds_its_mean():
 
 def test_benchmark_seeds_differ_and_the_same_seed_repeats():
     from starlight_jax.data import load_dataset
-    from starlight_jax.denoise.benchmark import preset_config, run_benchmark
+    from starlight_jax.denoise.benchmark import run_benchmark
+    from starlight_jax.denoise.benchmark_config import preset_config
 
     data = load_dataset("synthetic", frame_size=(64, 64))
     methods = ("poisson_gaussian", "real")

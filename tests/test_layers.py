@@ -22,12 +22,14 @@ LAYERS = (
               "data.sidd_tfds", "data.starlight_mat", "data.synthetic", "data.batches"}),
     ("physics and networks", {"noiselist", "isp", "noise", "validation", "patches", "models", "models.unet",
                               "models.discriminator"}),
-    ("generator and statistics", {"generator", "baselines", "metrics", "structure", "isp_fit", "torch_import",
-                                  "compare"}),
+    ("generator and statistics", {"generator", "baselines", "metrics", "metrics.kld", "metrics.residual_stats",
+                                  "metrics.image_quality", "structure", "isp_fit", "torch_import", "compare"}),
     ("training", {"training", "parallel", "perceptual", "run_config", "configs"}),
     ("run folder", {"checkpoint", "run_folder"}),
-    ("loop, evaluation and applications", {"train_loop", "evaluation", "plots", "denoise", "denoise.io",
-                                           "denoise.model", "denoise.train", "denoise.benchmark"}),
+    ("loop, evaluation and applications", {"train_loop", "evaluation", "evaluation.samples", "evaluation.scoring",
+                                           "evaluation.parameters", "evaluation.report", "plots", "denoise",
+                                           "denoise.io", "denoise.model", "denoise.train", "denoise.benchmark",
+                                           "denoise.benchmark_config", "denoise.benchmark_report"}),
     ("interfaces", {"", "cli"}),  # the API facade and the CLIs' helpers: nothing in the package imports them
 )
 

@@ -8,6 +8,7 @@ import pytest
 from scipy.stats import norm
 
 from starlight_jax import metrics
+from starlight_jax.metrics import kld
 
 LN2 = math.log(2.0)
 
@@ -213,8 +214,8 @@ def test_akld_clamps_the_variance_ratio():
 
 
 def test_akld_default_window_is_danet_opencv_table():
-    np.testing.assert_allclose(metrics._window_1d(7, None), np.array([1, 3.5, 7, 9, 7, 3.5, 1]) / 32)
-    g = metrics._window_1d(11, 1.5)
+    np.testing.assert_allclose(kld._window_1d(7, None), np.array([1, 3.5, 7, 9, 7, 3.5, 1]) / 32)
+    g = kld._window_1d(11, 1.5)
     assert g.sum() == pytest.approx(1.0) and np.argmax(g) == 5
 
 

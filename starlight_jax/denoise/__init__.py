@@ -4,7 +4,8 @@
 * :mod:`.train`: `train_step` / `eval_step` (pure, jitted, data-parallel via `DataParallel`), noise sources
   (learned model, fitted baselines, real pairs) and the `train_denoiser` loop.
 * :mod:`.io`: `save_denoiser` / `load_denoiser` (a folder of ``config.json`` + ``params.npz``) and image I/O.
-* :mod:`.benchmark`: `run_benchmark` (learned model vs Gaussian vs Poisson-Gaussian vs real pairs).
+* :mod:`.benchmark`: `run_benchmark` (learned model vs Gaussian vs Poisson-Gaussian vs real pairs), with its
+  methods and presets in :mod:`.benchmark_config` and its table and figure in :mod:`.benchmark_report`.
 """
 from starlight_jax.denoise.io import load_denoiser, read_image, save_denoiser, write_image
 from starlight_jax.denoise.model import (DenoiserConfig, DnCNN, apply_denoiser, count_params, denoise,

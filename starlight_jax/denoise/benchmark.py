@@ -12,7 +12,7 @@ step keys for a given seed) on pairs made from the clean crops of the train spli
 and scores each on held-out real noisy/clean pairs: the test split, or every pair of ``test_data`` when
 given (cross-dataset: the test scenes and cameras then differ from the training ones). Test images are
 scored whole (full frames, the first ``test_frames`` frames of each burst); PSNR and SSIM
-(`starlight_jax.metrics`, peak 1) are averaged over images.
+(`starlight_jax.metrics.image_quality`, peak 1) are averaged over images.
 
 **Seeds and ties.** Each method's denoiser is trained ``seeds`` times, with seeds ``seed, seed + 1, ...``:
 seed s fixes the init, the crops and their order (the loader's seed) and the step keys, and is the same
@@ -37,141 +37,21 @@ Sizes: `PRESETS` names whole sets of sizes (``"standard"``, the default, chosen 
 docs/denoise_benchmark.md; ``"tiny"`` for smoke tests); `preset_config` builds a `BenchmarkConfig` from
 one with overrides.
 
-The result is a JSON-able dict (keys in `run_benchmark`), printed by `results_table`, drawn by
-`plot_denoised`.
+The methods, presets and `BenchmarkConfig` are in `starlight_jax.denoise.benchmark_config`. The result is a
+JSON-able dict (keys in `run_benchmark`), printed by `~starlight_jax.denoise.benchmark_report.results_table`,
+drawn by `~starlight_jax.denoise.benchmark_report.plot_denoised`.
 """
-from __future__ import annotations
 
 import dataclasses
-import pathlib
 import time
 from typing import Optional, Sequence
 
 import jax
 import numpy as np
 
+from starlight_jax.denoise.benchmark_config import BASELINES, COLLAPSE, LABELS, BenchmarkConfig
 from starlight_jax.denoise.model import DenoiserConfig, count_params
-from starlight_jax.denoise.train import (DenoiseTrainConfig, NoiseSource, baseline_source, denoise_images,
-                                         learned_source, train_denoiser)
-
-METHODS = ("model", "gaussian", "poisson_gaussian", "binned_gaussian", "real")
-LABELS = {"model": "(a) learned noise model", "gaussian": "(b) Gaussian", "poisson_gaussian": "(c) Poisson-Gaussian",
-          "binned_gaussian": "(e) binned Gaussian", "real": "(d) real pairs"}
-SHORT = {m: LABELS[m].split()[0] for m in METHODS}  # "(a)", ...
-BASELINES = ("gaussian", "poisson_gaussian", "binned_gaussian")
-# A denoiser whose final train L1 is within 2 % of its input's has (nearly) become the identity: with the
-# residual output and ReLUs, too large a step can kill every hidden unit, after which only the output
-# bias (the mean residual, ~0) is learned.
-COLLAPSE = 0.98
-
-
-# Flat sizes of the named presets. "standard" is BenchmarkConfig's default, chosen by measurement on a 2-core
-# CPU (docs/denoise_benchmark.md): 4 methods x 2 seeds in ~10 minutes of two cores. A peak lr of 2e-3 killed
-# whole denoisers (see COLLAPSE); 1e-3 with a warm-up and a cosine decay to 0 did not. "tiny" checks plumbing.
-PRESETS = {
-    "tiny": {"steps": 3, "crop_size": 64, "batch_images": 4, "depth": 2, "width": 4, "lr": 1e-3,
-             "schedule": "constant", "warmup_steps": 0},
-    "standard": {"steps": 300, "crop_size": 64, "batch_images": 8, "depth": 8, "width": 32, "lr": 1e-3,
-                 "schedule": "cosine", "warmup_steps": 30},
-}
-_STD = PRESETS["standard"]
-
-
-@dataclasses.dataclass(frozen=True)
-class BenchmarkConfig:
-    """Sizes and options of one benchmark run.
-
-    Attributes:
-      steps: training steps per denoiser.
-      crop_size: training crop side (a multiple of 64, as the data pipeline requires).
-      batch_images: images per step = bursts per step x ``frames``.
-      frames: frames per training burst (None: min(4, the fewest frames of any train burst)).
-      test_frames: frames scored per test burst (raw bursts; sRGB pairs have 1).
-      max_test: score only the first N test bursts (None: all).
-      max_train_bursts: fit the baselines on the first N train bursts of epoch 0 (None: all).
-      seed: the first seed (loader, init and step keys; the same for every method).
-      seeds: denoisers per method, with seeds ``seed, ..., seed + seeds - 1`` (the module docstring's
-        spread and ties need >= 2).
-      fit_seed: the loader seed of the crops the baselines are fitted on; apart from the denoisers' seeds,
-        so that the noise sources under test stay the same whatever ``seed`` (like a learned model).
-      fixed_pattern: add the data's fixed pattern to synthetic pairs (see the module docstring).
-      methods: which of `METHODS` to train.
-      denoiser: the network (its ``channels`` is set from the data).
-      train: the optimiser.
-      parallel: ``"shard"`` or ``"pmap"`` (`starlight_jax.parallel.DataParallel`).
-      devices: use the first N local devices (None: all); bursts per step must divide over them.
-      log_every: print the training loss every N steps (0: never).
-      n_figure: test images shown in the figure.
-    """
-
-    steps: int = _STD["steps"]
-    crop_size: int = _STD["crop_size"]
-    batch_images: int = _STD["batch_images"]
-    frames: Optional[int] = None
-    test_frames: int = 2
-    max_test: Optional[int] = None
-    max_train_bursts: Optional[int] = None
-    seed: int = 0
-    seeds: int = 2
-    fit_seed: int = 0
-    fixed_pattern: bool = True
-    methods: tuple = METHODS
-    denoiser: DenoiserConfig = DenoiserConfig(depth=_STD["depth"], width=_STD["width"])
-    train: DenoiseTrainConfig = DenoiseTrainConfig(lr=_STD["lr"], schedule=_STD["schedule"],
-                                                   warmup_steps=_STD["warmup_steps"])
-    parallel: str = "shard"
-    devices: Optional[int] = None
-    log_every: int = 50
-    n_figure: int = 2
-
-    def __post_init__(self):
-        for name in ("steps", "batch_images", "test_frames", "seeds"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be a positive int, got {v!r}")
-        for name in ("frames", "max_test", "max_train_bursts", "devices"):
-            v = getattr(self, name)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-                raise ValueError(f"{name} must be a positive int or None, got {v!r}")
-        if self.crop_size < 64 or self.crop_size % 64:
-            raise ValueError(f"crop_size must be a positive multiple of 64, got {self.crop_size}")
-        for name in ("seed", "fit_seed"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise ValueError(f"{name} must be an int >= 0, got {v!r}")
-        bad = [m for m in self.methods if m not in METHODS]
-        if bad or not self.methods or len(set(self.methods)) != len(self.methods):
-            raise ValueError(f"methods must be distinct names from {METHODS}, got {self.methods}")
-
-
-_DENOISER_KEYS = ("depth", "width", "residual")
-_TRAIN_KEYS = ("lr", "schedule", "warmup_steps")
-
-
-def preset_config(preset: str = "standard", **overrides) -> BenchmarkConfig:
-    """A `BenchmarkConfig` from the sizes of ``PRESETS[preset]`` with ``overrides`` on top.
-
-    Args:
-      preset: a key of `PRESETS`.
-      **overrides: `BenchmarkConfig` fields, or the preset's flat keys ``depth``, ``width``, ``residual``
-        (the `DenoiserConfig`) and ``lr``, ``schedule``, ``warmup_steps`` (the `DenoiseTrainConfig`). A value
-        of None keeps the preset's (so CLI flags left unset can be passed as they are).
-
-    Raises:
-      ValueError: an unknown preset or key, or a bad value (from the configs' checks).
-    """
-    if preset not in PRESETS:
-        raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
-    fields = {f.name for f in dataclasses.fields(BenchmarkConfig)}
-    bad = sorted(set(overrides) - fields - set(_DENOISER_KEYS) - set(_TRAIN_KEYS))
-    if bad:
-        raise ValueError(f"unknown benchmark option(s) {bad}")
-    flat = {**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
-    den = {k: flat.pop(k) for k in _DENOISER_KEYS if k in flat}
-    tr = {k: flat.pop(k) for k in _TRAIN_KEYS if k in flat}
-    flat["denoiser"] = dataclasses.replace(flat.get("denoiser", DenoiserConfig()), **den)
-    flat["train"] = dataclasses.replace(flat.get("train", DenoiseTrainConfig()), **tr)
-    return BenchmarkConfig(**flat)
+from starlight_jax.denoise.train import baseline_source, denoise_images, learned_source, train_denoiser
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -212,7 +92,7 @@ def _by_shape(images: list) -> dict:
 
 @jax.jit
 def _scores(a, b):
-    from starlight_jax.metrics import psnr, ssim
+    from starlight_jax.metrics.image_quality import psnr, ssim
 
     return psnr(a, b), ssim(a, b)
 
@@ -244,14 +124,14 @@ def denoise_all(params, config: DenoiserConfig, images: list) -> list:
 # Benchmark
 # ------------------------------------------------------------------------------------------------------
 def _sources(config: BenchmarkConfig, dataset, model, frames: int, notes: list, log) -> tuple[dict, dict]:
-    from starlight_jax import evaluation
+    from starlight_jax.evaluation.samples import check_channels, fit_baselines
 
     fp = dataset.fixed_pattern if config.fixed_pattern else None
     sources, fitted = {}, {}
     if "model" in config.methods:
         if model is None:
             raise ValueError("method 'model' needs a noise model (pass model=, or leave 'model' out of methods)")
-        evaluation.check_channels(model, dataset)
+        check_channels(model, dataset)
         noise = model.config.noise
         if noise.fixed or noise.learned_fixed:
             fmap = model.params["noise"]["fixed_pattern" if noise.fixed else "learned_fixed"]
@@ -265,9 +145,8 @@ def _sources(config: BenchmarkConfig, dataset, model, frames: int, notes: list, 
         sources["model"] = learned_source(model, fp)
     if set(BASELINES) & set(config.methods):
         t0 = time.time()
-        base = evaluation.fit_baselines(dataset, crop_size=config.crop_size, frames=frames, seed=config.fit_seed,
-                                        max_bursts=config.max_train_bursts,
-                                        subtract_fixed_pattern=config.fixed_pattern)
+        base = fit_baselines(dataset, crop_size=config.crop_size, frames=frames, seed=config.fit_seed,
+                             max_bursts=config.max_train_bursts, subtract_fixed_pattern=config.fixed_pattern)
         log(f"[benchmark] baselines fitted on {base.n_bursts} train bursts ({time.time() - t0:.0f} s)")
         fitted = {**{m: getattr(base, m).to_dict() for m in BASELINES},
                   "fixed_pattern_subtracted": base.fixed_pattern, "n_bursts": base.n_bursts}
@@ -311,8 +190,8 @@ def run_benchmark(train_data, *, model=None, test_data=None, config: BenchmarkCo
     Raises:
       ValueError: bad sizes for the data (crop, frames, batch vs devices), channel mismatches, no test data.
     """
-    from starlight_jax import evaluation
     from starlight_jax.data import PipelineConfig, make_loader
+    from starlight_jax.data.batches import max_frames
     from starlight_jax.denoise.io import save_denoiser
     from starlight_jax.parallel import DataParallel
 
@@ -320,7 +199,7 @@ def run_benchmark(train_data, *, model=None, test_data=None, config: BenchmarkCo
     if test_data is not None and test_data.channels != train_data.channels:
         raise ValueError(f"test data have {test_data.channels} channels but train data {train_data.channels}")
     denoiser = dataclasses.replace(cfg.denoiser, channels=train_data.channels)
-    frames = cfg.frames or min(4, evaluation.max_frames(train_data))
+    frames = cfg.frames or min(4, max_frames(train_data))
     if cfg.batch_images % frames:
         raise ValueError(f"batch_images={cfg.batch_images} is not a multiple of frames={frames} per burst")
     bursts = cfg.batch_images // frames
@@ -448,93 +327,4 @@ def _init_shapes(config: DenoiserConfig):
     return jax.eval_shape(lambda: init_denoiser(jax.random.key(0), config))
 
 
-# ------------------------------------------------------------------------------------------------------
-# Output
-# ------------------------------------------------------------------------------------------------------
-def results_table(result: dict) -> str:
-    """The test set on the first line, then one row per method (and the noisy input).
-
-    Columns: PSNR mean over seeds and its spread (max - min), SSIM likewise, the PSNR gap to (d) real
-    pairs and to the noisy input (``tie`` when inside the spread, see `is_tie`), the methods it ties with,
-    the final train L1 and the training seconds (all seeds).
-    """
-    from starlight_jax.evaluation import format_table
-
-    s = result["setup"]
-    seeds = s.get("seeds", [s.get("seed")])
-    where = "test split" if s["test_splits"] == ["test"] else f"all pairs ({'+'.join(s['test_splits'])} splits)"
-    train_dir, test_dir = s.get("data_dir"), s.get("test_data_dir") or s.get("data_dir")  # set by the CLI
-    test_name = s["test_dataset"] + (f" {pathlib.Path(test_dir).name}" if test_dir else "")
-    train_name = s["dataset"] + (f" {pathlib.Path(train_dir).name}" if train_dir else "")
-    first = (f"test set: {test_name} {where}, {s['n_test_images']} images; denoisers trained on "
-             f"{train_name} train split, {s['steps']} steps, {len(seeds)} seed(s) {seeds}; spread = max - min "
-             f"over seeds; tie = |gap| <= the larger spread")
-
-    def gap(v, tie):
-        if v is None:
-            return None
-        return f"{v:+.3f}" + (" tie" if tie else "")
-
-    header = ["trained on", "PSNR (dB)", "spread", "SSIM", "SSIM spread", "PSNR - (d)", "PSNR - noisy",
-              "ties with", "train L1", "train s"]
-    rows = [["noisy input (no denoising)", f"{result['noisy_input']['psnr']:.3f}", None,
-             f"{result['noisy_input']['ssim']:.4f}", None, None, None, None, None, None]]
-    for m, r in result["results"].items():
-        ties = r.get("ties")
-        dead = r.get("collapsed_seeds")
-        label = r["label"] + (f" [collapsed: seed {', '.join(map(str, dead))}]" if dead else "")
-        rows.append([label, f"{r['psnr']:.3f}", f"{r['psnr_spread']:.3f}", f"{r['ssim']:.4f}",
-                     f"{r['ssim_spread']:.4f}", gap(r["psnr_gap_to_real"], r.get("tie_with_real")),
-                     gap(r["psnr_gap_to_noisy"], r.get("tie_with_noisy")),
-                     None if ties is None else (", ".join(SHORT[o] for o in ties) or "none"),
-                     r["train_l1_final"], round(r["train_seconds"])])
-    return first + "\n" + format_table(header, rows)
-
-
-def plot_denoised(images: dict, result: dict, *, channel_names: Sequence[str], raw: bool, n: int = 2,
-                  crop: int = 128):
-    """Noisy, each method's output and clean side by side for ``n`` test images (rows).
-
-    Each row shows a centred ``crop`` x ``crop`` window (the whole image if smaller), titled with that
-    image's PSNR. Raw data use `starlight_jax.plots.to_display` with the clean image's white level.
-    """
-    from matplotlib.figure import Figure
-
-    from starlight_jax import plots
-
-    total = len(images["noisy"])
-    picks = sorted({int(round(i)) for i in np.linspace(0, total - 1, min(n, total))})
-    methods = list(images["denoised"])
-    cols = ["noisy"] + methods + ["clean"]
-    fig = Figure(figsize=(2.6 * len(cols), 2.8 * len(picks) + 0.6), layout="constrained")
-    axes = np.atleast_2d(fig.subplots(len(picks), len(cols)))
-    for r, i in enumerate(picks):
-        clean = images["clean"][i]
-        h, w = clean.shape[:2]
-        ch, cw = min(crop, h), min(crop, w)
-        top, left = (h - ch) // 2, (w - cw) // 2
-        white = plots.white_level(clean, channel_names) if raw else 1.0
-        for c, name in enumerate(cols):
-            if name == "noisy":
-                img, title = images["noisy"][i], f"noisy\n{result['noisy_input']['psnr_per_image'][i]:.2f} dB"
-            elif name == "clean":
-                img, title = clean, "clean"
-            else:
-                img = images["denoised"][name][i]  # the first seed's denoiser, and its scores
-                title = f"{LABELS[name]}\n{result['results'][name]['per_seed'][0]['psnr_per_image'][i]:.2f} dB"
-            shown = plots.to_display(img[top:top + ch, left:left + cw], channel_names, raw=raw, white=white)
-            ax = axes[r, c]
-            ax.imshow(shown, cmap="gray" if shown.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
-            ax.set_title(title, fontsize=9)
-            ax.set_axis_off()
-        axes[r, 0].text(-0.05, 0.5, images["names"][i], rotation=90, ha="right", va="center", fontsize=8,
-                        transform=axes[r, 0].transAxes)
-    s = result["setup"]
-    how = "raw shown as R, G1, B with gamma 1/2.2" if raw else "sRGB as is"
-    fig.suptitle(f"denoisers (seed {s['seeds'][0]}) trained {s['steps']} steps on {s['dataset']} crops {s['crop_size']}px; test: "
-                 f"{s['test_dataset']} {s['test_splits']}; centre {crop}px crops; {how}", fontsize=9)
-    return fig
-
-
-__all__ = ["BenchmarkConfig", "PRESETS", "preset_config", "run_benchmark", "spread", "is_tie", "results_table",
-           "plot_denoised", "load_test_images", "score_images", "denoise_all", "METHODS", "LABELS", "NoiseSource"]
+__all__ = ["run_benchmark", "spread", "is_tie", "load_test_images", "score_images", "denoise_all"]

@@ -24,6 +24,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from starlight_jax.validation import check_array
+
 ARCHITECTURES = ("dncnn",)
 
 
@@ -79,14 +81,11 @@ class DnCNN(nn.Module):
 
 def check_input(noisy, config: DenoiserConfig) -> None:
     """Static checks of a denoiser input ``[..., H, W, C]`` (works on tracers)."""
-    shape = getattr(noisy, "shape", None)
-    if shape is None or len(shape) < 3:
-        raise ValueError(f"noisy must be an array [..., H, W, C]; got shape {shape}")
-    if shape[-1] != config.channels:
-        raise ValueError(f"noisy has {shape[-1]} channel(s) but the denoiser was built for {config.channels}; "
-                         f"use a denoiser trained on {shape[-1]}-channel images")
-    if not jnp.issubdtype(noisy.dtype, jnp.floating):
-        raise ValueError(f"noisy must be a float array in [0, 1]; got dtype {noisy.dtype}")
+    check_array("noisy", noisy, min_rank=3, unit=True, values=False)
+    c = noisy.shape[-1]
+    if c != config.channels:
+        raise ValueError(f"noisy has {c} channel(s) but the denoiser was built for {config.channels}; "
+                         f"use a denoiser trained on {c}-channel images")
 
 
 def init_denoiser(key, config: DenoiserConfig):

@@ -1,12 +1,9 @@
-"""Evaluation metrics for camera-noise models.
+"""The papers' KLD metrics of camera-noise models: histogram divergences of real and model data.
 
 Conventions: images are ``[..., H, W, C]`` (NHWC with free leading axes); a
-*residual* is ``noisy - clean``. The histogram metrics (every KLD, the noise
-level function and the power spectrum) are NumPy and run in float64 on the
+*residual* is ``noisy - clean``. Every KLD is NumPy and runs in float64 on the
 host: they are evaluation-time statistics, and NumPy's ``searchsorted`` makes the
-bin boundaries bit-for-bit those of the original ``np.histogram`` code. ``psnr``
-and ``ssim`` are pure JAX and can be used under ``jax.jit``/``jax.vmap``; they
-check static shapes only.
+bin boundaries bit-for-bit those of the original ``np.histogram`` code.
 
 Which KLD to report:
 
@@ -21,9 +18,11 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import jax
-import jax.numpy as jnp
 import numpy as np
+
+from starlight_jax.metrics.image_quality import gaussian_window
+from starlight_jax.metrics.residual_stats import residual
+from starlight_jax.validation import check_array, check_same_shape
 
 # SPEC §6.1: the original builds its edges with np.arange(0, 1 + bw, bw); the
 # same expression is kept so that values on a bin boundary land where they did.
@@ -48,50 +47,6 @@ _OPENCV_SMALL_KERNELS = {
         5: (0.0625, 0.25, 0.375, 0.25, 0.0625),
         7: (0.03125, 0.109375, 0.21875, 0.28125, 0.21875, 0.109375, 0.03125),
 }
-
-
-# ----------------------------------------------------------------------------
-# Input validation.
-# ----------------------------------------------------------------------------
-
-
-def _as_array(x, name: str, *, floating: bool = False, allow_uint8: bool = False,
-                            finite: bool = True, min_ndim: int = 0) -> np.ndarray:
-    """Converts ``x`` to a NumPy array and checks dtype, rank and finiteness."""
-    arr = np.asarray(x)
-    kind = arr.dtype.kind
-    if floating:
-        ok = kind == "f" or (allow_uint8 and arr.dtype == np.uint8)
-        expected = "a floating dtype" + (" or uint8" if allow_uint8 else "")
-    else:
-        ok = kind in "fiu"
-        expected = "a real numeric dtype"
-    if not ok:
-        raise ValueError(f"{name} must have {expected}; got dtype {arr.dtype}.")
-    if arr.size == 0:
-        raise ValueError(f"{name} must be non-empty; got shape {arr.shape}.")
-    if arr.ndim < min_ndim:
-        raise ValueError(
-                f"{name} must have at least {min_ndim} dimensions ([..., H, W, C]); "
-                f"got shape {arr.shape}.")
-    if finite and kind == "f" and not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} must contain only finite values (found NaN or inf).")
-    return arr
-
-
-def _check_same_shape(x: np.ndarray, name: str, ref: np.ndarray, ref_name: str) -> None:
-    if x.shape != ref.shape:
-        raise ValueError(
-                f"{name} must have the same shape as {ref_name} {ref.shape}; got {x.shape}.")
-
-
-def _residual(noisy, clean, noisy_name: str = "noisy", clean_name: str = "clean"
-                            ) -> np.ndarray:
-    """``noisy - clean`` in float64 after validating both images."""
-    noisy = _as_array(noisy, noisy_name, floating=True, min_ndim=3)
-    clean = _as_array(clean, clean_name, floating=True, min_ndim=3)
-    _check_same_shape(noisy, noisy_name, clean, clean_name)
-    return noisy.astype(np.float64) - clean.astype(np.float64)
 
 
 # ----------------------------------------------------------------------------
@@ -172,8 +127,8 @@ def kld_starlight(generated, real) -> float:
     Raises:
         ValueError: if an input is empty, non-numeric or has NaN/inf.
     """
-    g = _as_array(generated, "generated").astype(np.float64).reshape(1, -1)
-    r = _as_array(real, "real").astype(np.float64).reshape(1, -1)
+    g = check_array("generated", generated, dtype="real", nonempty=True, host=True).astype(np.float64).reshape(1, -1)
+    r = check_array("real", real, dtype="real", nonempty=True, host=True).astype(np.float64).reshape(1, -1)
     p = _row_histograms(g, STARLIGHT_BIN_EDGES)
     q = _row_histograms(r, STARLIGHT_BIN_EDGES)
     fwd, inv = _kl_forward_and_inverse(p, q)
@@ -205,8 +160,8 @@ def kld_starlight_per_burst(generated, real) -> KLDPerBurst:
     Raises:
         ValueError: if the leading sizes differ or an input is invalid.
     """
-    g = _as_array(generated, "generated", min_ndim=1)
-    r = _as_array(real, "real", min_ndim=1)
+    g = check_array("generated", generated, dtype="real", min_rank=1, nonempty=True, host=True)
+    r = check_array("real", real, dtype="real", min_rank=1, nonempty=True, host=True)
     if g.shape[0] != r.shape[0]:
         raise ValueError(
                 f"real must have the same number of bursts (leading axis) as generated "
@@ -268,13 +223,13 @@ def kld_noiseflow(real_noisy, real_clean, model_noisy, model_clean=None, *,
     Raises:
         ValueError: on shape/dtype mismatch, non-finite values, or a bad ``patch``.
     """
-    n_real = _residual(real_noisy, real_clean, "real_noisy", "real_clean")
+    n_real = residual(real_noisy, real_clean, "real_noisy", "real_clean")
     if model_clean is None:
         model_clean, clean_name = real_clean, "real_clean"
     else:
         clean_name = "model_clean"
-    n_model = _residual(model_noisy, model_clean, "model_noisy", clean_name)
-    _check_same_shape(n_model, "model_noisy", n_real, "real_noisy")
+    n_model = residual(model_noisy, model_clean, "model_noisy", clean_name)
+    check_same_shape("model_noisy", n_model.shape, "real_noisy", n_real.shape)
     if patch is not None:
         if isinstance(patch, bool) or not isinstance(patch, (int, np.integer)) or patch < 1:
             raise ValueError(f"patch must be a positive int or None; got {patch!r}.")
@@ -289,7 +244,7 @@ def kld_noiseflow(real_noisy, real_clean, model_noisy, model_clean=None, *,
 
 def _to_dn(x, name: str) -> np.ndarray:
     """8-bit digital numbers (float64 integers) from uint8 or [0, 1] floats."""
-    arr = _as_array(x, name, floating=True, allow_uint8=True, min_ndim=3)
+    arr = check_array(name, x, dtype="float_or_uint8", min_rank=3, nonempty=True, host=True)
     if arr.dtype == np.uint8:
         return arr.astype(np.float64)
     if arr.min() < 0.0 or arr.max() > 1.0:
@@ -331,8 +286,8 @@ def kld_srgb(real_noisy, clean, model_noisy) -> float:
     real = _to_dn(real_noisy, "real_noisy")
     c = _to_dn(clean, "clean")
     model = _to_dn(model_noisy, "model_noisy")
-    _check_same_shape(c, "clean", real, "real_noisy")
-    _check_same_shape(model, "model_noisy", real, "real_noisy")
+    check_same_shape("clean", c.shape, "real_noisy", real.shape)
+    check_same_shape("model_noisy", model.shape, "real_noisy", real.shape)
     p = _row_histograms(_patch_rows(real - c, None), SRGB_BIN_EDGES)
     q = _row_histograms(_patch_rows(model - c, None), SRGB_BIN_EDGES)
     fwd, _ = _kl_forward_and_inverse(p, q)
@@ -345,9 +300,7 @@ def _window_1d(window: int, sigma: float | None) -> np.ndarray:
         if window in _OPENCV_SMALL_KERNELS:
             return np.asarray(_OPENCV_SMALL_KERNELS[window])
         sigma = 0.3 * ((window - 1) * 0.5 - 1) + 0.8  # cv2.getGaussianKernel default
-    x = np.arange(window) - (window - 1) / 2
-    k = np.exp(-0.5 * (x / sigma) ** 2)
-    return k / k.sum()
+    return gaussian_window(window, sigma)
 
 
 def _blur_reflect(x: np.ndarray, k: np.ndarray) -> np.ndarray:
@@ -408,9 +361,9 @@ def akld(real_noisy, clean, model_noisy_samples, *, window: int = 7,
         raise ValueError(f"window must be a positive odd int; got {window!r}.")
     if sigma is not None and not (np.isfinite(sigma) and sigma > 0):
         raise ValueError(f"sigma must be a positive float or None; got {sigma!r}.")
-    res_real = _residual(real_noisy, clean, "real_noisy", "clean")
-    samples = _as_array(model_noisy_samples, "model_noisy_samples", floating=True,
-                                            min_ndim=3).astype(np.float64)
+    res_real = residual(real_noisy, clean, "real_noisy", "clean")
+    samples = check_array("model_noisy_samples", model_noisy_samples, min_rank=3, nonempty=True,
+                          host=True).astype(np.float64)
     if samples.shape == res_real.shape:
         samples = samples[None]
     if samples.shape[1:] != res_real.shape:
@@ -430,213 +383,3 @@ def akld(real_noisy, clean, model_noisy_samples, *, window: int = 7,
         ratio = np.clip(v_model / v_real, 0.1, 10.0)
         per_sample.append(np.mean(0.5 * (ratio - 1.0 - np.log(ratio))))
     return float(np.mean(per_sample))
-
-
-# ----------------------------------------------------------------------------
-# Noise statistics.
-# ----------------------------------------------------------------------------
-
-
-class NoiseLevelFunction(NamedTuple):
-    """Binned residual statistics against clean intensity, per channel."""
-    bin_centers: np.ndarray  # [n_bins] centre of each intensity bin
-    mean_intensity: np.ndarray  # [n_bins, C] mean clean value in the bin (NaN if empty)
-    variance: np.ndarray  # [n_bins, C] residual variance, ddof=1 (NaN if count < 2)
-    counts: np.ndarray  # [n_bins, C] int64 number of pixels in the bin
-
-
-def noise_level_function(noisy, clean, *, n_bins: int = 32,
-                                                  value_range: tuple[float, float] = (0.0, 1.0)
-                                                  ) -> NoiseLevelFunction:
-    """Residual variance as a function of clean intensity, per channel.
-
-    Pixels are binned by their clean value into ``n_bins`` equal bins on
-    ``value_range`` (last bin closed; clean values outside are dropped). For
-    channel c and bin b with residuals :math:`n_i = y_i - x_i`,
-
-    .. math::
-
-          \\hat v_{b,c} = \\frac{1}{N_{b,c} - 1} \\sum_{i \\in b}
-              (n_i - \\bar n_{b,c})^2 ,
-
-    the unbiased sample variance about the bin mean. For a noise model
-    :math:`\\mathrm{Var}[n \\mid x] = a x + b` it estimates
-    :math:`a \\bar x_{b,c} + b` with :math:`\\bar x_{b,c}` = ``mean_intensity``
-    and relative standard error :math:`\\sqrt{2 / (N_{b,c} - 1)}` (Gaussian noise).
-
-    Args:
-        noisy: [..., H, W, C] float noisy images.
-        clean: [..., H, W, C] float clean images.
-        n_bins: number of intensity bins.
-        value_range: (low, high) range of clean intensities to bin.
-
-    Returns:
-        A :class:`NoiseLevelFunction`.
-
-    Raises:
-        ValueError: on shape/dtype mismatch, non-finite values, bad ``n_bins`` or
-            ``value_range``.
-    """
-    if isinstance(n_bins, bool) or not isinstance(n_bins, (int, np.integer)) or n_bins < 1:
-        raise ValueError(f"n_bins must be a positive int; got {n_bins!r}.")
-    try:
-        lo, hi = (float(v) for v in value_range)
-    except (TypeError, ValueError):
-        lo, hi = np.nan, np.nan
-    if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
-        raise ValueError(
-            f"value_range must be finite (low, high) with low < high; got {value_range!r}.")
-    res = _residual(noisy, clean)
-    c = res.shape[-1]
-    x = np.asarray(clean, np.float64).reshape(-1, c)
-    res = res.reshape(-1, c)
-    edges = np.linspace(lo, hi, n_bins + 1)
-    b = np.searchsorted(edges, x, side="right") - 1
-    b[x == hi] = n_bins - 1
-    valid = (b >= 0) & (b < n_bins)
-    flat = (b * c + np.arange(c))[valid]  # one histogram slot per (bin, channel)
-    size = n_bins * c
-
-    def bin_sum(values):
-        return np.bincount(flat, weights=values[valid], minlength=size).reshape(n_bins, c)
-
-    counts = np.bincount(flat, minlength=size).reshape(n_bins, c)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean_x = bin_sum(x) / counts
-        mean_n = bin_sum(res) / counts
-        # Two-pass variance: subtracting the bin mean first avoids the cancellation
-        # of E[n^2] - E[n]^2 when the noise is small relative to any bias.
-        centred = res - np.where(valid, mean_n[np.clip(b, 0, n_bins - 1), np.arange(c)], 0.0)
-        var = bin_sum(centred ** 2) / (counts - 1)
-    var = np.where(counts >= 2, var, np.nan)
-    return NoiseLevelFunction(0.5 * (edges[:-1] + edges[1:]), mean_x, var, counts)
-
-
-def residual_power_spectrum(noisy, clean) -> np.ndarray:
-    """Mean 2-D power spectrum of the residuals, per channel, DC at the centre.
-
-    .. math::
-
-          P_c(k) = \\operatorname{mean}_{\\text{images}}
-              \\frac{|\\mathcal F_{hw}[n_c](k)|^2}{H W}, \\qquad n = y - x,
-
-    so white noise of variance :math:`\\sigma^2` gives a flat :math:`P = \\sigma^2`
-    (Parseval: :math:`\\operatorname{mean}_k P = \\operatorname{mean}_{hw} n^2`).
-    Row/column-correlated noise shows up as lines through the centre and periodic
-    noise as off-centre peaks. The mean residual is not removed (it is the DC bin).
-    ``np.fft.fftshift`` is applied over H and W only.
-
-    Args:
-        noisy: [..., H, W, C] float noisy images.
-        clean: [..., H, W, C] float clean images.
-
-    Returns:
-        [H, W, C] float64 power spectrum.
-
-    Raises:
-        ValueError: on shape/dtype mismatch or non-finite values.
-    """
-    res = _residual(noisy, clean)
-    h, w, c = res.shape[-3:]
-    spec = np.fft.fft2(res.reshape(-1, h, w, c), axes=(1, 2))
-    power = np.mean(np.abs(spec) ** 2, axis=0) / (h * w)
-    return np.fft.fftshift(power, axes=(0, 1))
-
-
-# ----------------------------------------------------------------------------
-# Image-similarity metrics (pure JAX).
-# ----------------------------------------------------------------------------
-
-
-def _check_pair(a, b, name_a: str, name_b: str, min_hw: int = 1) -> tuple[jax.Array, jax.Array]:
-    """Static checks (work on tracers): floating dtype, rank >= 3, equal shapes."""
-    a, b = jnp.asarray(a), jnp.asarray(b)
-    for x, name in ((a, name_a), (b, name_b)):
-        if not jnp.issubdtype(x.dtype, jnp.floating):
-            raise ValueError(f"{name} must have a floating dtype; got {x.dtype}.")
-        if x.ndim < 3:
-            raise ValueError(f"{name} must have shape [..., H, W, C]; got {x.shape}.")
-    if a.shape != b.shape:
-        raise ValueError(f"{name_b} must have the same shape as {name_a} {a.shape}; got {b.shape}.")
-    if min(a.shape[-3:-1]) < min_hw:
-        raise ValueError(f"{name_a} must have H, W >= {min_hw}; got shape {a.shape}.")
-    return a, b
-
-
-def psnr(a, b, max_val: float = 1.0) -> jax.Array:
-    """Peak signal-to-noise ratio per image.
-
-    .. math::
-
-          \\mathrm{PSNR} = 10 \\log_{10} \\frac{\\text{max\\_val}^2}
-              {\\operatorname{mean}_{h,w,c} (a - b)^2}.
-
-    Identical images give ``inf``. The original's logged PSNR (SPEC §6.2) is the
-    mean of this over the batch.
-
-    Args:
-        a: [..., H, W, C] float images.
-        b: [..., H, W, C] float images.
-        max_val: the dynamic range (peak value).
-
-    Returns:
-        [...] PSNR in dB, one value per image.
-
-    Raises:
-        ValueError: on a non-floating dtype, rank < 3 or shape mismatch.
-    """
-    a, b = _check_pair(a, b, "a", "b")
-    mse = jnp.mean(jnp.square(a - b), axis=(-3, -2, -1))
-    return 10.0 * jnp.log10(max_val ** 2 / mse)
-
-
-def _filter_valid(x: jax.Array, k: jax.Array) -> jax.Array:
-    """Separable 'valid' filtering of [..., H, W, C] over H and W."""
-    n = k.shape[0]
-    h, w = x.shape[-3], x.shape[-2]
-    rows = sum(k[i] * x[..., i:i + h - n + 1, :, :] for i in range(n))
-    return sum(k[i] * rows[..., :, i:i + w - n + 1, :] for i in range(n))
-
-
-def ssim(a, b, max_val: float = 1.0, *, filter_size: int = 11,
-                  filter_sigma: float = 1.5, k1: float = 0.01, k2: float = 0.03) -> jax.Array:
-    """Structural similarity (Wang et al., 2004) per image, pure JAX.
-
-    Local statistics use a ``filter_size`` x ``filter_size`` Gaussian window
-    (sigma ``filter_sigma``) without padding ('valid' positions only):
-
-    .. math::
-
-          \\mathrm{SSIM} = \\operatorname{mean}_{h,w,c}
-              \\frac{(2\\mu_a\\mu_b + C_1)(2\\sigma_{ab} + C_2)}
-                        {(\\mu_a^2 + \\mu_b^2 + C_1)(\\sigma_a^2 + \\sigma_b^2 + C_2)},
-          \\quad C_i = (k_i \\cdot \\text{max\\_val})^2,
-
-    i.e. the mean SSIM map per channel, averaged over channels. Jittable.
-
-    Args:
-        a: [..., H, W, C] float images, H, W >= ``filter_size``.
-        b: [..., H, W, C] float images.
-        max_val: the dynamic range.
-        filter_size: Gaussian window side.
-        filter_sigma: Gaussian window sigma in pixels.
-        k1: luminance constant.
-        k2: contrast constant.
-
-    Returns:
-        [...] SSIM, one value per image (1 for identical images).
-
-    Raises:
-        ValueError: on a non-floating dtype, rank < 3, shape mismatch or images
-            smaller than the window.
-    """
-    a, b = _check_pair(a, b, "a", "b", min_hw=filter_size)
-    k = jnp.asarray(_window_1d(filter_size, filter_sigma), a.dtype)
-    c1, c2 = (k1 * max_val) ** 2, (k2 * max_val) ** 2
-    mu_a, mu_b = _filter_valid(a, k), _filter_valid(b, k)
-    var_a = _filter_valid(a * a, k) - mu_a ** 2
-    var_b = _filter_valid(b * b, k) - mu_b ** 2
-    cov = _filter_valid(a * b, k) - mu_a * mu_b
-    num = (2 * mu_a * mu_b + c1) * (2 * cov + c2)
-    den = (mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2)
-    return jnp.mean(num / den, axis=(-3, -2, -1))
