@@ -128,6 +128,24 @@ def test_baselines_match_the_synthetic_truth():
     np.testing.assert_allclose(np.asarray(base.gaussian.sigma), sigma, rtol=0.015)
 
 
+def test_a_model_without_its_own_map_gets_the_datas_pattern_as_the_baselines_do(model, dataset):
+    """The shipped default has no fixed1 map; on data with a fixed pattern it is scored on its random noise,
+    as the baselines are (and as the denoiser benchmark trains on it): its samples carry the cropped map."""
+    from starlight_jax.generator import generate
+
+    base = evaluation.fit_baselines(dataset, crop_size=64, frames=2, max_bursts=1)
+    assert base.fixed_pattern and not (model.config.noise.fixed or model.config.noise.learned_fixed)
+    samples = evaluation.draw_samples(model, dataset, base, crop_size=64, frames=2, max_bursts=1, n_samples=1,
+                                      models=("model",))
+    fmap = samples.offset_map[0]
+    assert np.abs(fmap).mean() > 1e-3  # not vacuous: the embedded sensor's pedestal and column pattern
+    key = jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(
+        jax.random.key(0), 0), evaluation.MODELS.index("model")), 0)
+    plain = generate(model.params, key, jax.numpy.asarray(samples.clean[0]), model.config, train=False)
+    np.testing.assert_allclose(samples.generated["model"][0, 0], np.clip(np.asarray(plain) + fmap, 0, 1),
+                               atol=1e-6)
+
+
 def test_structure_scores_known_answers():
     """Hand-made samples: model sample 0 is 1.1 x the real residual (NLF error 0.10, spectrum 0.83 dB
     exactly); sample 1 is sample 0 again, so the floor is 0; the data lie on a 1/255 lattice, except the

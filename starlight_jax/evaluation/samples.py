@@ -19,7 +19,7 @@ from starlight_jax.baselines import (BinnedGaussianBaseline, GaussianBaseline, P
                                      fit_binned_gaussian, fit_gaussian, fit_poisson_gaussian_censored,
                                      sample_baseline)
 from starlight_jax.data.batches import fixed_crop, load_batches, residual_arrays
-from starlight_jax.generator import NoiseModel, generate
+from starlight_jax.generator import NoiseModel, generate, quantize
 
 # New models go last: model m's sample keys fold in its index, so the others' numbers stay as they were.
 MODELS = ("model", "gaussian", "poisson_gaussian", "binned_gaussian")
@@ -74,9 +74,12 @@ _sample_baseline = jax.jit(sample_baseline)
 
 
 @functools.partial(jax.jit, static_argnames=("use_offset",))
-def _sample_model(model: NoiseModel, key, clean, offset, use_offset: bool):
-    return generate(model.params, key, clean, model.config, train=False,
-                    fixed_offset=offset if use_offset else None)
+def _sample_model(model: NoiseModel, key, clean, offset, use_offset: bool, fixed_map=None):
+    y = generate(model.params, key, clean, model.config, train=False, fixed_offset=offset if use_offset else None)
+    if fixed_map is None:
+        return y
+    step = model.config.quantize  # the map moves the output off the lattice it was rounded to: round again
+    return jnp.clip(y + fixed_map if step is None else quantize(y + fixed_map, step), 0.0, 1.0)
 
 
 def uses_offset(model: NoiseModel) -> bool:
@@ -140,7 +143,9 @@ def draw_samples(model: NoiseModel, dataset, baselines: Baselines, *, crop_size:
             keys = [jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(base_key, i), m_idx), l)
                     for l in range(int(n_samples))]
             if m == "model":
-                draws = [_sample_model(model, k, clean, offset, use_offset) for k in keys]
+                # A model without its own map gets the data's, as the baselines do (scoring's module note).
+                add = None if use_offset or not baselines.fixed_pattern else fp
+                draws = [_sample_model(model, k, clean, offset, use_offset, add) for k in keys]
             else:
                 draws = [_sample_baseline(getattr(baselines, m), k, clean, fp, model.config.quantize)
                          for k in keys]

@@ -45,8 +45,11 @@ residuals from clean + the dataset's fixed pattern when the baselines use it (`s
    frame: black-level pedestal, per-channel offset, column pattern; `BurstDataset.fixed_pattern`), the
    baselines are fitted to ``noisy - clean - fixed_pattern`` and add the cropped pattern back when they
    sample, as a calibrated classical model would (it is the same map the learned ``fixed1`` component
-   adds). A learned model whose noiselist has no ``fixed1`` cannot produce that offset; the result then
-   carries a note saying so. ``subtract_fixed_pattern=False`` fits the baselines to the raw residual.
+   adds). A learned model whose noiselist has no ``fixed1``/``learnedfixed`` cannot produce that offset
+   (the shipped default is exported without its map): it gets the same cropped pattern added to its
+   samples, as the denoiser benchmark does (`starlight_jax.denoise.train`), so every source is scored on
+   its random noise alike; the result carries a note saying so. ``subtract_fixed_pattern=False`` fits the
+   baselines to the raw residual and adds no pattern to anything.
 """
 from __future__ import annotations
 
@@ -245,8 +248,8 @@ def _notes(model, dataset, baselines, samples, split) -> list[str]:
         notes.append(
             f"the data carry an additive fixed pattern (mean {fp.mean():.4g}, column/channel spread "
             f"{fp.std():.3g} in [0, 1] units) that this model's noiselist ({model.config.noise.noiselist}) "
-            f"cannot produce (no fixed1)" + ("; the baselines add the dataset's pattern" if baselines.fixed_pattern
-                                             else ""))
+            f"cannot produce (no fixed1)" + ("; it is added to this model's samples, as the baselines add it"
+                                             if baselines.fixed_pattern else ""))
     return notes
 
 
