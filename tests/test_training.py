@@ -22,7 +22,7 @@ import optax
 import pytest
 
 from starlight_jax import noise as noise_lib
-from starlight_jax import train_loop, training
+from starlight_jax import losses, train_loop, training
 from starlight_jax.data_init import data_init
 from starlight_jax.data.pipeline import BurstLoader
 from starlight_jax.models.discriminator import apply_discriminator
@@ -111,7 +111,7 @@ def test_d_step_matches_hand_computed_loss_with_linear_critic(monkeypatch):
     def linear_critic(params, sn_state, x, *, update_stats, sigmoid=False, dtype=None):
         return jnp.sum(x * params["w"], axis=(1, 2, 3)), sn_state
 
-    monkeypatch.setattr(training, "apply_discriminator", linear_critic)
+    monkeypatch.setattr(losses, "apply_discriminator", linear_critic)
     # compat="starlight" stores the noise scales as used, so shot = read = 0 makes the fakes the clean input.
     cfg = train_config(noiselist="shot_read", compat="starlight", network="noUnet",
                                discriminator_loss="real", frames=1, crop_size=64, lambda_gp=10.0)
@@ -149,7 +149,7 @@ def test_conditional_critic_matches_hand_computed_loss(monkeypatch, condition):
     def linear_critic(params, sn_state, x, *, update_stats, sigmoid=False, dtype=None):
         return jnp.sum(x * params["w"], axis=(1, 2, 3)), sn_state
 
-    monkeypatch.setattr(training, "apply_discriminator", linear_critic)
+    monkeypatch.setattr(losses, "apply_discriminator", linear_critic)
     cfg = train_config(noiselist="shot_read", compat="starlight", network="noUnet",
                                discriminator_loss="real", critic_condition=condition, frames=1, crop_size=64)
     assert cfg.d_channels == 8
@@ -644,7 +644,7 @@ def test_generator_adversarial_term_is_in_residual_units(monkeypatch):
     # A linear critic (the sum of its input) scores a residual scaled by s as s times the unscaled one: the
     # generator's adversarial term, divided by s, must not depend on s (nor then its weight against the
     # level term).
-    monkeypatch.setattr(training, "_critic", lambda cfg, d, sn, cond: (lambda x: jnp.sum(x, axis=(1, 2, 3))))
+    monkeypatch.setattr(training, "critic", lambda cfg, d, sn, cond: (lambda x: jnp.sum(x, axis=(1, 2, 3))))
     cfg = train_config(noiselist="read", network="noUnet", crop_size=64, frames=1, channels=3,
                        critic_condition="residual", level_weight=0.0)
     state = training.create_train_state(jax.random.key(0), cfg)
