@@ -311,9 +311,20 @@ def _fixed_crop(key, fixed_map, clean, cfg: NoiseConfig, offset):
         span = jnp.array([fixed_map.shape[0] - height, fixed_map.shape[1] - width])
         maxval = jnp.maximum(span + (0 if cfg.starlight else 1), 1)
         offset = jax.random.randint(key, (2,), 0, maxval)
+    return crop_map(fixed_map, offset, height, width).astype(clean.dtype)
+
+
+def crop_map(fixed_map, offset, height: int, width: int):
+    """The ``[height, width, C]`` window of a full-frame ``[Hf, Wf, C]`` map whose top-left corner is
+    ``offset`` ``[2]`` (row, column): where the pipeline cut the clean crop from its frame.
+
+    The one JAX crop of a fixed-pattern map (the noise components here, the denoiser's synthetic pairs):
+    under jit the offset is traced, hence `jax.lax.dynamic_slice`. Its numpy twin,
+    `starlight_jax.data.pipeline.crop_fixed_pattern`, cuts the same window ``[r, r + height) × [c, c + width)``
+    on the host, from the data layer's numpy batches, where JAX is not imported.
+    """
     offset = jnp.asarray(offset, jnp.int32)
-    crop = jax.lax.dynamic_slice(fixed_map, (offset[0], offset[1], 0), (height, width, fixed_map.shape[-1]))
-    return crop.astype(clean.dtype)
+    return jax.lax.dynamic_slice(fixed_map, (offset[0], offset[1], 0), (height, width, fixed_map.shape[-1]))
 
 
 def fixed_pattern_noise(key, params: Params, clean, cfg: NoiseConfig, offset=None):

@@ -9,7 +9,7 @@
   one process only (refused with several: use ``"shard"``).
 
 Both give the losses of a single device within float tolerance, on one process or several: random draws
-are keyed per burst of the global batch (`starlight_jax.training.burst_keys`).
+are keyed per burst of the global batch (`burst_keys`).
 """
 from __future__ import annotations
 
@@ -58,6 +58,21 @@ def all_processes(flags) -> np.ndarray:
     from jax.experimental import multihost_utils
 
     return np.asarray(multihost_utils.process_allgather(flags)).reshape(jax.process_count(), -1)
+
+
+def burst_keys(key, global_batch: int, axis_name: Optional[str] = None):
+    """One key per burst of the global batch, ``split(key, global_batch)``; under pmap (``axis_name``),
+    this device's slice of them.
+
+    Burst b draws from the same key however the batch is split across devices, so the draws, and the
+    losses, of one device, ``shard`` and ``pmap`` agree (the GAN's steps, `starlight_jax.training`, and the
+    denoiser's synthetic pairs, `starlight_jax.denoise.train`, both key their bursts with it).
+    """
+    keys = jax.random.split(key, global_batch)
+    if axis_name is None:
+        return keys
+    local = global_batch // jax.lax.psum(1, axis_name)
+    return jax.lax.dynamic_slice_in_dim(keys, jax.lax.axis_index(axis_name) * local, local)
 
 
 def check_batch(global_batch: int, n_devices: int):

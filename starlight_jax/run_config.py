@@ -13,19 +13,27 @@ from typing import Optional
 
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
-    """How to run: data, length, cadence, devices and where to write."""
+    """How to run: data, length, cadence, devices and where to write.
+
+    The defaults are the ``cpu`` preset of `starlight_jax.configs` on one device, as `TrainConfig`'s are:
+    ``RunConfig()`` is the run ``experiments/train.py`` makes with no flags on a one-device CPU (40 epochs
+    of the embedded synthetic data at 128-px frames, evaluated every 200 steps), but for ``workdir``, which
+    the CLI names after the run. Like `TrainConfig`'s, the field defaults are literals, the preset's values
+    as the CLI resolves them (``frame_size`` becomes ``dataset_options``, the device count a number), and
+    tests/test_configs.py checks them against the CLI's.
+    """
 
     workdir: str = "checkpoints/run"
     dataset: str = "synthetic"
     data_dir: Optional[str] = None
-    dataset_options: tuple = ()  # (name, value) pairs passed to load_dataset
+    dataset_options: tuple = (("frame_size", (128, 128)),)  # (name, value) pairs passed to load_dataset
     steps: Optional[int] = None  # critic steps; None: epochs × batches per epoch
-    epochs: int = 2
-    eval_every: int = 50
+    epochs: int = 40
+    eval_every: int = 200
     log_every: int = 10
     keep: int = 3
     parallel: str = "shard"
-    devices: Optional[int] = None
+    devices: Optional[int] = 1  # data-parallel devices of all processes; None: all local devices
     test_bursts: int = 4  # test bursts per evaluation
     progress: bool = True
     max_seconds: Optional[float] = None  # wall-clock budget: stop cleanly (checkpoint saved) once spent

@@ -43,6 +43,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from starlight_jax import files, run_folder, training
+from starlight_jax.data_init import data_init
 from starlight_jax.checkpoint import (checkpoint_managers, load_config, restore_state,  # noqa: F401 (re-exported)
                                       config_dict as _config_dict, save_checkpoint as _save,
                                       save_config as _save_config)
@@ -58,7 +59,7 @@ class NonFiniteLoss(RuntimeError):
 
 
 def _data_init(cfg: training.TrainConfig, dataset, global_batch: int, max_batches: int = 8) -> dict:
-    """`training.data_init` on the first ``max_batches`` training batches of epoch 0 (deterministic in the
+    """`data_init` on the first ``max_batches`` training batches of epoch 0 (deterministic in the
     seed): the loader's bursts depend on their position only, so these are the first bursts read one by one."""
     from starlight_jax.data.batches import load_batches, residual_arrays
 
@@ -73,7 +74,7 @@ def _data_init(cfg: training.TrainConfig, dataset, global_batch: int, max_batche
                            max_bursts=n_bursts)
     # The model adds the fixed1 map itself: fit the rest (as the baselines are fitted).
     noisy, clean, noisy_raw = residual_arrays(dataset, batches, cfg.generator.noise.fixed)
-    return training.data_init(cfg, noisy, clean, clipped=noisy_raw)
+    return data_init(cfg, noisy, clean, clipped=noisy_raw)
 
 
 @functools.lru_cache(maxsize=4)

@@ -1,4 +1,7 @@
-"""WGAN-GP training of the noise generator: config, train state and the pure D and G steps.
+"""WGAN-GP training of the noise generator: config, train state, optimisers and the pure D and G steps.
+
+The steps are assembled from `starlight_jax.losses` (the critic's input, the critic, the penalty and the
+generator's extra terms); the run's starting values come from `starlight_jax.data_init`.
 
 The steps are pure functions ``step(state, batch) -> (state, metrics)``. Randomness comes from
 ``fold_in(state.key, state.step)`` and then one key per burst of the *global* batch, so the draws (and the
@@ -24,13 +27,16 @@ from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from flax import struct
 
 from starlight_jax import patches as patches_lib
+from starlight_jax import parallel
 from starlight_jax.generator import PRECISIONS, GeneratorConfig, generate, init_generator
-from starlight_jax.models.discriminator import apply_discriminator, init_discriminator
+from starlight_jax.losses import (advance_spectral_norm, critic, critic_input, global_mean, gradient_penalty,
+                                  level_term, prepare, structure_term)
+from starlight_jax.models.discriminator import init_discriminator
+from starlight_jax.noise import stored_value
 from starlight_jax.noiselist import parse_noiselist
 
 GENERATOR_LOSSES = ("none", "lpips", "lpips_vgg")
@@ -226,134 +232,11 @@ def _optimizers(cfg: TrainConfig, g_params):
     return g_tx, d_tx
 
 
-DATA_INIT_FLOOR = 1e-2  # of noise.PHYSICS_INIT, see data_init
-
-
-def data_init(cfg: TrainConfig, noisy, clean, *, clipped=None) -> dict:
-    """Initial shot and read scales ``{"shot": a, "read": b}`` (those in ``cfg``'s noiselist) from a
-    per-channel Poisson-Gaussian fit of ``noisy`` vs ``clean`` (the baselines' fit,
-    `fit_poisson_gaussian_censored`: away from the clipping when the data are clipped; ``clipped``: the
-    values to test for it, default ``noisy``), averaged over channels (kept per channel,
-    as ``[C]`` arrays, when the noise model has ``per_channel``); with ``corr``, also ``corr_kernel`` from
-    the residuals' spectrum (`correlation_kernel`); with ``isp``, the raw shot/read and the camera pipeline's
-    parameters by the method of moments (`isp_fit.fit_isp`); with ``tone``, also ``tone_gain``/``tone_offset`` from the
-    residuals' level and mean against the clean intensity (`tone_init`).
-
-    A fit can return 0 (sRGB data often fit a = 0), whose log is not a usable start: each value is floored
-    at 1 % of its fixed initial value, small enough not to add noise the data do not have (flooring at the
-    fixed value itself gave sRGB runs a shot term of 1e-3, ~0.02 of noise std at mid-grey)."""
-    from starlight_jax.baselines import fit_poisson_gaussian_censored
-    from starlight_jax.noise import PHYSICS_INIT
-
-    fit = fit_poisson_gaussian_censored(noisy, clean, clipped=clipped)
-    noise = cfg.generator.noise
-    if noise.per_channel:
-        values = {"shot": np.asarray(fit.a, np.float64), "read": np.asarray(fit.b, np.float64)}
-        out = {k: np.maximum(v, DATA_INIT_FLOOR * PHYSICS_INIT[k]) for k, v in values.items() if getattr(noise, k)}
-    else:
-        values = {"shot": float(jnp.mean(fit.a)), "read": float(jnp.mean(fit.b))}
-        out = {k: max(v, DATA_INIT_FLOOR * PHYSICS_INIT[k]) for k, v in values.items() if getattr(noise, k)}
-    if noise.correlated:
-        out["corr_kernel"] = correlation_kernel(np.asarray(noisy) - np.asarray(clean))
-    if noise.isp:  # shot/read live on the raw mosaic: the sRGB fit above does not apply to them
-        from starlight_jax.isp_fit import fit_isp
-
-        out.update(fit_isp(noise, noisy, clean, quantize=cfg.quantize, seed=cfg.seed).values)
-    if noise.tone:
-        out.update(tone_init(noise, out, noisy, clean))
-    return out
-
-
-def tone_init(noise_cfg, init_values: dict, noisy, clean, *, min_weight: float = 1024.0) -> dict:
-    """The ``tone`` curves that make the noise model's level and mean match the data's at every intensity.
-
-    The model without ``tone`` (at ``init_values``, other parameters at their initial values) is sampled
-    once on ``clean``. Per channel, the data's squared residual, its residual and the model's squared noise
-    are each fitted by least squares as piecewise-linear functions of the clean value on the curves' knots
-    (the interpolation `noise.tone_curve` uses, with a second-difference penalty); the gain is
-    ``sqrt(Var[r] / Var[n])`` and the offset ``E[r] − gain · E[n]`` at each knot. Knots with less than
-    ``min_weight`` pixels take the nearest well-measured knots' values.
-
-    Returns:
-      ``{"tone_gain": [K, C] gains (not logs), "tone_offset": [K, C]}``.
-    """
-    from starlight_jax import noise as noise_lib
-
-    plain = dataclasses.replace(noise_cfg, tone=False)
-    params = {**noise_lib.init_params(plain),
-              **{k: noise_lib.stored_value(k, v, plain) for k, v in init_values.items()}}
-    clean32 = jnp.asarray(clean, jnp.float32)
-    model = np.asarray(noise_lib.add_noise(jax.random.key(0), params, clean32, plain) - clean32, np.float64)
-    residual = np.asarray(noisy, np.float64) - np.asarray(clean, np.float64)
-    knots = noise_lib.TONE_KNOTS
-    t = np.clip(np.asarray(clean, np.float64), 0, 1) * (knots - 1)
-    gain, offset = np.ones((knots, noise_cfg.channels)), np.zeros((knots, noise_cfg.channels))
-    for c in range(noise_cfg.channels):
-        fit, weight = _piecewise_linear_fit(t[..., c].ravel(), knots)
-        ok = weight >= min_weight
-        if not ok.any():
-            continue
-        r, n = residual[..., c].ravel(), model[..., c].ravel()
-        mean, second = fit(r), fit(r * r)
-        # The model's own mean: zero for the additive components, not for `isp` (a concave tone curve
-        # lowers the mean of T(l + n) - T(l)); the offset adds what the gained model lacks.
-        model_mean = fit(n)
-        model_var = np.maximum(fit(n * n) - model_mean ** 2, 1e-12)
-        g = np.sqrt(np.clip((second - mean ** 2) / model_var, 1e-4, None))
-        k = np.flatnonzero(ok)
-        gain[:, c] = np.interp(np.arange(knots), k, g[ok])
-        offset[:, c] = np.interp(np.arange(knots), k, (mean - g * model_mean)[ok])
-    return {"tone_gain": gain.astype(np.float32), "tone_offset": offset.astype(np.float32)}
-
-
-def _piecewise_linear_fit(t, knots: int):
-    """Least squares in the hat basis on knots 0..K−1 at positions ``t`` in [0, K−1]: returns
-    ``(fit, weight)`` where ``fit(y)`` gives the K knot values and ``weight`` each knot's total hat weight."""
-    lo = np.clip(np.floor(t), 0, knots - 2).astype(np.int64)
-    w1 = t - lo
-    w0 = 1 - w1
-    normal = np.zeros((knots, knots))
-    np.add.at(normal, (np.arange(knots), np.arange(knots)),
-              np.bincount(lo, w0 * w0, knots) + np.bincount(lo + 1, w1 * w1, knots))
-    cross = np.bincount(lo, w0 * w1, knots)[:-1]
-    normal[np.arange(knots - 1), np.arange(1, knots)] += cross
-    normal[np.arange(1, knots), np.arange(knots - 1)] += cross
-    # A second-difference penalty (10 % of a typical knot's weight) keeps sparsely seen knots, the end
-    # ones above all, on their neighbours' line instead of fitting a handful of pixels.
-    second_diff = np.diff(np.eye(knots), 2, axis=0)
-    normal += 0.1 * np.median(np.diag(normal)) * second_diff.T @ second_diff
-    normal += 1e-9 * np.trace(normal) / knots * np.eye(knots)  # keeps empty knots solvable
-    weight = np.bincount(lo, w0, knots) + np.bincount(lo + 1, w1, knots)
-
-    def fit(y):
-        return np.linalg.solve(normal, np.bincount(lo, w0 * y, knots) + np.bincount(lo + 1, w1 * y, knots))
-
-    return fit, weight
-
-
-def correlation_kernel(residual, size: Optional[int] = None) -> np.ndarray:
-    """A ``[size, size, C]`` kernel whose autocorrelation is that of ``residual`` ``[..., h, w, C]`` near
-    lag 0: the zero-phase square root of the residuals' mean power spectrum, centred and cropped (the
-    data init of the ``corr`` component; `noise.correlate` normalises it)."""
-    from starlight_jax.noise import CORR_SIZE
-
-    size = size or CORR_SIZE
-    r = np.asarray(residual, np.float64)
-    r = r.reshape(-1, *r.shape[-3:])
-    r = r - r.mean(axis=(1, 2), keepdims=True)
-    psd = np.mean(np.abs(np.fft.fft2(r, axes=(1, 2))) ** 2, axis=0)
-    kernel = np.fft.fftshift(np.real(np.fft.ifft2(np.sqrt(psd), axes=(0, 1))), axes=(0, 1))
-    h0, w0, half = r.shape[1] // 2, r.shape[2] // 2, size // 2
-    return kernel[h0 - half:h0 + half + 1, w0 - half:w0 + half + 1].astype(np.float32)
-
-
 def create_train_state(key, cfg: TrainConfig, *, fixed_pattern=None, init_values=None) -> TrainState:
     """Initial generator, discriminator, optimiser states and base key.
 
-    ``init_values`` (e.g. from :func:`data_init`) replaces the initial values of the named physical
-    scalars, given as used by the formulas (variances, not logs)."""
-    from starlight_jax.noise import stored_value
-
+    ``init_values`` (e.g. from `starlight_jax.data_init.data_init`) replaces the initial values of the named
+    physical scalars, given as used by the formulas (variances, not logs)."""
     g_key, d_key, base = jax.random.split(key, 3)
     model = init_generator(g_key, cfg.generator, fixed_pattern=fixed_pattern)
     if init_values:
@@ -372,56 +255,10 @@ def create_train_state(key, cfg: TrainConfig, *, fixed_pattern=None, init_values
 # Pieces of the steps
 # ------------------------------------------------------------------------------------------------------
 def burst_keys(state: TrainState, salt: int, global_batch: int, axis_name: Optional[str] = None):
-    """One key per burst of the global batch; under pmap, this device's slice of them."""
+    """This step's `parallel.burst_keys`: one key per burst of the global batch from
+    ``fold_in(fold_in(key, step), salt)`` (``salt``: 0 in the critic step, 1 in the generator step)."""
     step_key = jax.random.fold_in(jax.random.fold_in(jax.random.wrap_key_data(state.key), state.step), salt)
-    keys = jax.random.split(step_key, global_batch)
-    if axis_name is None:
-        return keys
-    local = global_batch // jax.lax.psum(1, axis_name)
-    return jax.lax.dynamic_slice_in_dim(keys, jax.lax.axis_index(axis_name) * local, local)
-
-
-def prepare(cfg: TrainConfig, stacks, clean=None):
-    """Bursts ``[B, T, H, W, C]`` → discriminator input patches ``[B·P, 64, 64, C']`` (SPEC §1, §4.4).
-
-    With a conditional critic (``cfg.critic_condition != 'none'``) ``clean`` is required and the result is
-    ``(x, condition)``: the transformed noisy (or residual) patches and the clean patches in real space,
-    which the critic sees concatenated on the channel axis; otherwise ``(x, None)``.
-    """
-    if cfg.critic_condition == "residual":
-        stacks = (stacks - clean) * cfg.critic_scale
-
-    def one(stack):
-        if cfg.discriminator_loss == "mean":
-            stack = patches_lib.mean_augment(stack)
-        mode = "real" if cfg.discriminator_loss == "mean" else cfg.discriminator_loss
-        return patches_lib.discriminator_input(patches_lib.to_patches(stack), mode, shift_all=cfg.shift_all)
-
-    flat = lambda out: out.reshape(-1, *out.shape[2:])  # noqa: E731
-    x = flat(jax.vmap(one)(stacks))
-    if cfg.critic_condition == "none":
-        return x, None
-    return x, flat(jax.vmap(patches_lib.to_patches)(jnp.broadcast_to(clean, stacks.shape)))
-
-
-def _critic_input(condition, x):
-    """What the critic sees: ``x`` with the conditioning patches (if any) prepended on the channel axis."""
-    return x if condition is None else jnp.concatenate([condition, x], axis=-1)
-
-
-def _critic(cfg: TrainConfig, d_params, sn_state, condition):
-    """``x ↦ D(x)`` (scores per patch) on :func:`_critic_input`; the gradient penalty differentiates this
-    with respect to ``x`` only."""
-    def apply(x):
-        return apply_discriminator(d_params, sn_state, _critic_input(condition, x), update_stats=False,
-                                   sigmoid=cfg.sigmoid, dtype=jnp.dtype(cfg.precision))[0]
-    return apply
-
-
-def advance_spectral_norm(cfg: TrainConfig, d_params, sn_state, example):
-    """``sn_state`` after one power iteration on the critic's weights (``example``: any critic input; the
-    iteration does not depend on it)."""
-    return apply_discriminator(d_params, sn_state, example, update_stats=True, sigmoid=cfg.sigmoid)[1]
+    return parallel.burst_keys(step_key, global_batch, axis_name)
 
 
 def generate_batch(cfg: TrainConfig, g_params, keys, batch, *, train: bool = True):
@@ -434,57 +271,6 @@ def generate_batch(cfg: TrainConfig, g_params, keys, batch, *, train: bool = Tru
         return jax.vmap(lambda k, x: generate(g_params, k, x, gen_cfg, train=train))(keys, batch["clean"])
     return jax.vmap(lambda k, x, o: generate(g_params, k, x, gen_cfg, train=train, fixed_offset=o))(
         keys, batch["clean"], offsets)
-
-
-def _mean(x, axis_name):
-    m = jnp.mean(x)
-    return m if axis_name is None else jax.lax.pmean(m, axis_name)
-
-
-def gradient_penalty(d_apply, real, fake, eps):
-    r"""WGAN-GP: :math:`\mathrm{mean}_k (\lVert\nabla_{\hat x} D(\hat x)_k\rVert_2 - 1)^2`,
-    :math:`\hat x = \epsilon r + (1-\epsilon) f` with one ε ~ U[0, 1) per patch. Returns per-patch terms."""
-    eps = eps.reshape(-1, *([1] * (real.ndim - 1)))
-    xhat = eps * real + (1 - eps) * fake
-    grads = jax.grad(lambda x: jnp.sum(d_apply(x)))(xhat)
-    norms = jnp.sqrt(jnp.sum(grads.reshape(grads.shape[0], -1) ** 2, axis=-1))
-    return (norms - 1.0) ** 2
-
-
-def level_term(fake_residual, real_residual, axis_name: Optional[str] = None):
-    r"""Mean over channels of :math:`(\log \overline{r_f^2} - \log \overline{r_r^2})^2`, the squared log ratio
-    of the generated and real residual power per channel over the (global) batch.
-
-    The adversarial loss alone lets the noise level drift: in our runs it ended 3 % (in std) below the data
-    on the embedded data, and up to 4× below on Nam's sRGB pairs in 3-minute GPU runs, where the data init
-    had put it within 1 %. The pairs are at hand, so the level is held to them; the shape of the noise is
-    left to the critic."""
-    axes = tuple(range(fake_residual.ndim - 1))
-    fake_power = _mean_over(jnp.mean(fake_residual ** 2, axis=axes), axis_name)
-    real_power = _mean_over(jnp.mean(jax.lax.stop_gradient(real_residual) ** 2, axis=axes), axis_name)
-    return jnp.mean((jnp.log(fake_power + 1e-12) - jnp.log(real_power + 1e-12)) ** 2)
-
-
-def structure_term(fake_residual, real_residual, axis_name: Optional[str] = None):
-    r""":math:`\sum_{\text{lags}} \sum_{ij} (\rho^f_{ij} - \rho^r_{ij})^2`: the squared errors of the generated
-    residual's lagged cross-channel correlations (`isp_fit.lagged_correlations`: lag 0 across channels,
-    and the near lags in space) against the real batch's.
-
-    A 64-px critic of width 16 moved an isp model's cross-channel and spatial correlation away from the
-    method-of-moments init in our runs (the per-pixel fit improved, the structure got worse); like the level
-    term, this holds the second-order structure to the pairs at hand and leaves the rest to the critic."""
-    from starlight_jax.isp_fit import lagged_correlations
-
-    def flat(r):
-        return r.reshape(-1, *r.shape[-3:])
-
-    fake = flat(fake_residual - jnp.mean(fake_residual, axis=(-3, -2), keepdims=True))
-    real = jax.lax.stop_gradient(flat(real_residual - jnp.mean(real_residual, axis=(-3, -2), keepdims=True)))
-    return jnp.sum((lagged_correlations(fake, axis_name) - lagged_correlations(real, axis_name)) ** 2)
-
-
-def _mean_over(x, axis_name):
-    return x if axis_name is None else jax.lax.pmean(x, axis_name)
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -500,7 +286,7 @@ def d_step(cfg: TrainConfig, state: TrainState, batch, axis_name: Optional[str] 
     fake_in, _ = prepare(cfg, fake, batch["clean"])
     patches_per_burst = real_in.shape[0] // batch["clean"].shape[0]
     eps = jax.vmap(lambda k: jax.random.uniform(k, (patches_per_burst,)))(eps_keys).reshape(-1)
-    first = _critic_input(None if condition is None else condition[:1], real_in[:1])
+    first = critic_input(None if condition is None else condition[:1], real_in[:1])
     # The power iteration reads the weights only (no gradient): the states of successive calls can be
     # computed up front. One advance per step; the original advances on each of its 3 calls (§12.17).
     sn = [state.sn_state]
@@ -510,9 +296,9 @@ def d_step(cfg: TrainConfig, state: TrainState, batch, axis_name: Optional[str] 
     sn_state = sn[-1]
 
     def loss_fn(d_params):
-        d_real = _mean(_critic(cfg, d_params, sn_real, condition)(real_in), axis_name)
-        d_fake = _mean(_critic(cfg, d_params, sn_fake, condition)(fake_in), axis_name)
-        gp = _mean(gradient_penalty(_critic(cfg, d_params, sn_gp, condition), real_in, fake_in, eps), axis_name)
+        d_real = global_mean(critic(cfg, d_params, sn_real, condition)(real_in), axis_name)
+        d_fake = global_mean(critic(cfg, d_params, sn_fake, condition)(fake_in), axis_name)
+        gp = global_mean(gradient_penalty(critic(cfg, d_params, sn_gp, condition), real_in, fake_in, eps), axis_name)
         loss = -d_real + d_fake + cfg.lambda_gp * gp
         return loss, dict(d_loss=loss, d_real=d_real, d_fake=d_fake, gp=gp)
 
@@ -540,7 +326,7 @@ def g_step(cfg: TrainConfig, state: TrainState, batch, lpips_params=None, axis_n
     sn_state = state.sn_state
     if cfg.compat == "starlight":  # the original's 4th power iteration of the iteration, in G's D call
         sn_state = advance_spectral_norm(
-            cfg, state.d_params, sn_state, _critic_input(None if condition is None else condition[:1], real_in[:1]))
+            cfg, state.d_params, sn_state, critic_input(None if condition is None else condition[:1], real_in[:1]))
     lpips_apply = None
     if cfg.generator_loss != "none":
         lpips_apply = _perceptual_apply(cfg.generator_loss)
@@ -550,10 +336,10 @@ def g_step(cfg: TrainConfig, state: TrainState, batch, lpips_params=None, axis_n
     def loss_fn(g_params):
         fake = generate_batch(cfg, g_params, keys, batch)
         fake_in, _ = prepare(cfg, fake, batch["clean"])
-        scores = _critic(cfg, state.d_params, sn_state, condition)(fake_in)
+        scores = critic(cfg, state.d_params, sn_state, condition)(fake_in)
         # In the residual's own units (the Wasserstein distance is 1-homogeneous): the scale lets the critic
         # see the noise, and does not reweigh the adversarial term against the level and structure terms.
-        adv = -_mean(scores, axis_name) / cfg.critic_scale
+        adv = -global_mean(scores, axis_name) / cfg.critic_scale
         loss, metrics = adv, dict(g_adv=adv)
         if cfg.level_weight:
             term = level_term(fake - batch["clean"], batch["noisy"] - batch["clean"], axis_name)
@@ -566,7 +352,7 @@ def g_step(cfg: TrainConfig, state: TrainState, batch, lpips_params=None, axis_n
         if lpips_apply is not None:
             from starlight_jax.perceptual import lpips_term
 
-            term = _mean(lpips_term(lpips_apply, lpips_params, fake_in, real_in), axis_name)
+            term = global_mean(lpips_term(lpips_apply, lpips_params, fake_in, real_in), axis_name)
             loss = loss + cfg.lpips_weight * term
             metrics["lpips"] = term
         metrics["g_loss"] = loss

@@ -107,6 +107,15 @@ def test_train_config_defaults_are_the_cli_default():
     assert training.TrainConfig() == training.TrainConfig(**{**OLD_DEFAULT, "noiselist": configs.cpu()["noiselist"]})
 
 
+def test_run_config_defaults_are_the_cli_default(tmp_path, capsys):
+    # On one device, as TrainConfig() (conftest fakes 4 CPU devices; a plain CPU has one): the workdir is
+    # the one field the CLI does not take from the preset (it names the folder after the run).
+    _, got = _print_config(["--devices", "1"], tmp_path, capsys)
+    default = json.loads(json.dumps(dataclasses.asdict(RunConfig())))
+    assert default.pop("workdir") == "checkpoints/run"
+    assert default == {k: v for k, v in got["run"].items() if k != "workdir"} == OLD_RUN
+
+
 def test_presets_hold_their_recipes():
     gpu, srgb, star = configs.gpu(), configs.srgb(), configs.starlight()
     assert (gpu["crop_size"], gpu["frames"], gpu["network"], gpu["critic_width"], gpu["n_critic"], gpu["epochs"],

@@ -179,7 +179,7 @@ def test_fit_recovers_a_known_pipeline():
 def test_tone_init_accounts_for_the_pipelines_own_mean():
     """A concave tone curve gives T(l + n) − T(l) a negative mean; data made by that very pipeline need no
     tone offset, so the init's offset must be ~0, not the data's (negative) mean."""
-    from starlight_jax.training import tone_init
+    from starlight_jax.data_init import tone_init
 
     cfg = sj.parse_noiselist("shot_read_isp_tone", channels=3)
     plain = sj.parse_noiselist("shot_read_isp", channels=3)

@@ -22,7 +22,8 @@ import optax
 import pytest
 
 from starlight_jax import noise as noise_lib
-from starlight_jax import train_loop, training
+from starlight_jax import losses, train_loop, training
+from starlight_jax.data_init import data_init
 from starlight_jax.data.pipeline import BurstLoader
 from starlight_jax.models.discriminator import apply_discriminator
 from starlight_jax.parallel import DataParallel
@@ -110,7 +111,7 @@ def test_d_step_matches_hand_computed_loss_with_linear_critic(monkeypatch):
     def linear_critic(params, sn_state, x, *, update_stats, sigmoid=False, dtype=None):
         return jnp.sum(x * params["w"], axis=(1, 2, 3)), sn_state
 
-    monkeypatch.setattr(training, "apply_discriminator", linear_critic)
+    monkeypatch.setattr(losses, "apply_discriminator", linear_critic)
     # compat="starlight" stores the noise scales as used, so shot = read = 0 makes the fakes the clean input.
     cfg = train_config(noiselist="shot_read", compat="starlight", network="noUnet",
                                discriminator_loss="real", frames=1, crop_size=64, lambda_gp=10.0)
@@ -148,7 +149,7 @@ def test_conditional_critic_matches_hand_computed_loss(monkeypatch, condition):
     def linear_critic(params, sn_state, x, *, update_stats, sigmoid=False, dtype=None):
         return jnp.sum(x * params["w"], axis=(1, 2, 3)), sn_state
 
-    monkeypatch.setattr(training, "apply_discriminator", linear_critic)
+    monkeypatch.setattr(losses, "apply_discriminator", linear_critic)
     cfg = train_config(noiselist="shot_read", compat="starlight", network="noUnet",
                                discriminator_loss="real", critic_condition=condition, frames=1, crop_size=64)
     assert cfg.d_channels == 8
@@ -228,7 +229,7 @@ def test_data_init_fits_the_variance_law_and_seeds_the_state():
     noisy = clean + np.sqrt(a * clean + b) * rng.standard_normal(clean.shape)
     cfg = train_config(noiselist="shot_read_uniform", network="noUnet", crop_size=64, frames=1,
                                init_from_data=True)
-    values = training.data_init(cfg, noisy, clean)
+    values = data_init(cfg, noisy, clean)
     assert set(values) == {"shot", "read"}
     np.testing.assert_allclose([values["shot"], values["read"]], [a, b], rtol=0.05)
     state = training.create_train_state(jax.random.key(0), cfg, init_values=values)
@@ -238,10 +239,10 @@ def test_data_init_fits_the_variance_law_and_seeds_the_state():
     from starlight_jax.noise import PHYSICS_INIT
 
     read_only = dataclasses.replace(cfg, noiselist="read")
-    assert training.data_init(read_only, clean, clean) == {"read": 1e-2 * PHYSICS_INIT["read"]}
+    assert data_init(read_only, clean, clean) == {"read": 1e-2 * PHYSICS_INIT["read"]}
     # Signal-independent noise (as sRGB data often fit) starts with a shot term far below the fixed init.
     flat = clean + np.sqrt(b) * rng.standard_normal(clean.shape)
-    fitted = training.data_init(cfg, flat, clean)
+    fitted = data_init(cfg, flat, clean)
     assert fitted["shot"] < 0.1 * PHYSICS_INIT["shot"]
     np.testing.assert_allclose(fitted["read"], b, rtol=0.05)
     with pytest.raises(ValueError, match="init_from_data"):
@@ -250,7 +251,7 @@ def test_data_init_fits_the_variance_law_and_seeds_the_state():
     a_c, b_c = np.array([4e-3, 1e-3, 2e-3, 3e-3]), np.array([2e-4, 5e-5, 1e-4, 1.5e-4])
     noisy_c = clean + np.sqrt(a_c * clean + b_c) * rng.standard_normal(clean.shape)
     cfg_c = dataclasses.replace(cfg, per_channel=True)
-    values_c = training.data_init(cfg_c, noisy_c, clean)
+    values_c = data_init(cfg_c, noisy_c, clean)
     np.testing.assert_allclose(values_c["shot"], a_c, rtol=0.1)
     np.testing.assert_allclose(values_c["read"], b_c, rtol=0.1)
     state_c = training.create_train_state(jax.random.key(0), cfg_c, init_values=values_c)
@@ -268,7 +269,7 @@ def test_data_init_of_corr_recovers_the_residual_correlation():
     clean = rng.uniform(0.2, 0.8, residual.shape)
     cfg = train_config(noiselist="read_corr", network="noUnet", crop_size=64, frames=1, channels=3,
                                init_from_data=True)
-    values = training.data_init(cfg, clean + residual, clean)
+    values = data_init(cfg, clean + residual, clean)
     k = values["corr_kernel"]
     assert k.shape == (5, 5, 3)
     energy = np.sum(k**2, axis=(0, 1))
@@ -537,7 +538,7 @@ def test_data_init_of_tone_matches_the_residual_level_and_mean_per_intensity():
     std, mean = (lambda x: 0.01 * (1 + np.sin(np.pi * x))), (lambda x: 0.002 * x)
     noisy = clean + mean(clean) + std(clean) * rng.standard_normal(clean.shape)
     cfg = train_config(noiselist="shot_read_tone", network="noUnet", crop_size=64, frames=1, channels=3)
-    values = training.data_init(cfg, noisy, clean)
+    values = data_init(cfg, noisy, clean)
     k = values["tone_gain"].shape[0]
     knots = np.linspace(0, 1, k)[:, None]
     n_interval = clean[..., 0].size / (k - 1)
@@ -643,7 +644,7 @@ def test_generator_adversarial_term_is_in_residual_units(monkeypatch):
     # A linear critic (the sum of its input) scores a residual scaled by s as s times the unscaled one: the
     # generator's adversarial term, divided by s, must not depend on s (nor then its weight against the
     # level term).
-    monkeypatch.setattr(training, "_critic", lambda cfg, d, sn, cond: (lambda x: jnp.sum(x, axis=(1, 2, 3))))
+    monkeypatch.setattr(training, "critic", lambda cfg, d, sn, cond: (lambda x: jnp.sum(x, axis=(1, 2, 3))))
     cfg = train_config(noiselist="read", network="noUnet", crop_size=64, frames=1, channels=3,
                        critic_condition="residual", level_weight=0.0)
     state = training.create_train_state(jax.random.key(0), cfg)

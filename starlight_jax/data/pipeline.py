@@ -315,7 +315,13 @@ def make_loader(dataset: BurstDataset, split: str = "train", config: PipelineCon
 
 
 def crop_fixed_pattern(fixed_pattern: np.ndarray, offset: np.ndarray, crop_size: tuple[int, int]) -> np.ndarray:
-    """Cuts ``[B, h, w, C]`` from a full-frame ``[Hf, Wf, C]`` map at a batch's ``"offset"`` ``[B, 2]``."""
+    """Cuts ``[B, h, w, C]`` from a full-frame ``[Hf, Wf, C]`` map at a batch's ``"offset"`` ``[B, 2]``.
+
+    The host-side (numpy) twin of `starlight_jax.noise.crop_map`, the same window ``[r, r + h) × [c, c + w)``:
+    the data layer's batches are numpy arrays with concrete offsets (the loader's workers and evaluation's
+    numpy fits do not import JAX), while the jitted steps need `jax.lax.dynamic_slice` for their traced
+    offsets, so the one window is written once for each side.
+    """
     h, w = crop_size
     return np.stack([fixed_pattern[r:r + h, c:c + w] for r, c in np.asarray(offset)])
 

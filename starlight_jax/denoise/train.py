@@ -35,6 +35,8 @@ from flax import struct
 
 from starlight_jax.baselines import sample_baseline
 from starlight_jax.denoise.model import DenoiserConfig, apply_denoiser, denoise, init_denoiser
+from starlight_jax.noise import crop_map
+from starlight_jax.parallel import burst_keys
 
 SCHEDULES = ("constant", "cosine")
 
@@ -122,10 +124,6 @@ class NoiseSource(NamedTuple):
     params: Any
 
 
-def _crop_map(fmap, offset, h: int, w: int):
-    return jax.lax.dynamic_slice(fmap, (offset[0], offset[1], 0), (h, w, fmap.shape[-1]))
-
-
 def _check_map(fixed_pattern, channels: int):
     if fixed_pattern is None:
         return None
@@ -140,7 +138,7 @@ def _learned_noise(params, key, clean, offset, *, config, own_offset: bool):
 
     y = generate(params["model"], key, clean, config, train=False, fixed_offset=offset if own_offset else None)
     if params["fixed_pattern"] is not None:
-        y = jnp.clip(y + _crop_map(params["fixed_pattern"], offset, *clean.shape[-3:-1]), 0.0, 1.0)
+        y = jnp.clip(y + crop_map(params["fixed_pattern"], offset, *clean.shape[-3:-1]), 0.0, 1.0)
     return y
 
 
@@ -161,7 +159,7 @@ def learned_source(model, fixed_pattern=None) -> NoiseSource:
 
 def _baseline_noise(params, key, clean, offset):
     fmap = params["fixed_pattern"]
-    crop = None if fmap is None else _crop_map(fmap, offset, *clean.shape[-3:-1])
+    crop = None if fmap is None else crop_map(fmap, offset, *clean.shape[-3:-1])
     return sample_baseline(params["baseline"], key, clean, crop)
 
 
@@ -179,15 +177,6 @@ def baseline_source(name: str, baseline, fixed_pattern=None) -> NoiseSource:
 # ------------------------------------------------------------------------------------------------------
 # Steps
 # ------------------------------------------------------------------------------------------------------
-def burst_keys(key, global_batch: int, axis_name: Optional[str] = None):
-    """One key per burst of the global batch (``split(key, B)``); under pmap, this device's slice."""
-    keys = jax.random.split(key, global_batch)
-    if axis_name is None:
-        return keys
-    local = global_batch // jax.lax.psum(1, axis_name)
-    return jax.lax.dynamic_slice_in_dim(keys, jax.lax.axis_index(axis_name) * local, local)
-
-
 def make_noisy(batch: dict, key, noise_params=None, *, noise_fn: Optional[NoiseFn] = None,
                axis_name: Optional[str] = None):
     """The noisy side of ``batch``: ``batch["noisy"]``, or ``noise_fn`` on every burst of ``batch["clean"]``.
