@@ -26,6 +26,12 @@ def step():
     return jax.jit(lambda p, s, x: apply_discriminator(p, s, x, update_stats=True))
 
 
+# Jitted D scores without a state update (`sigmoid` static): op by op, the width-64 critic's forward
+# compiles each of its ops apart, which dominated these tests.
+score = jax.jit(lambda p, s, x, sigmoid=False: apply_discriminator(p, s, x, update_stats=False, sigmoid=sigmoid)[0],
+                static_argnames="sigmoid")
+
+
 def _patches(key, n=2, c=4):
     return jax.random.uniform(key, (n, 64, 64, c))
 
@@ -60,7 +66,7 @@ def test_width_scales_every_layer_and_apply_reads_it_from_the_weights():
     assert count_params(params) == expected
     assert state["conv5"]["u"].shape == (16 * width,)
     x = jax.random.uniform(jax.random.key(1), (3, 64, 64, channels))
-    scores, _ = apply_discriminator(params, state, x, update_stats=False)
+    scores = score(params, state, x)
     assert scores.shape == (3,) and np.all(np.isfinite(scores))
     with pytest.raises(ValueError, match="width"):
         init_discriminator(jax.random.key(0), channels, width=0)
@@ -76,8 +82,9 @@ def test_init_is_pytorch_uniform_and_unnormalised(critic):
     assert abs(_top_singular_value(kernel) - 1) > 0.1
 
 
-def test_power_iteration_brings_sigma_to_one(critic, step):
-    params, state = critic
+def test_power_iteration_brings_sigma_to_one(step):
+    # Width 16: the power iteration is the same per layer at any width; the 40 steps' forwards cost 16x less.
+    params, state = init_discriminator(jax.random.key(0), 4, width=16)
     x = _patches(jax.random.key(1), n=1)
     sigma_at_init = {name: sigma for name, (_, sigma) in normalized_kernels(params, state).items()}
     for _ in range(40):
@@ -94,8 +101,9 @@ def test_power_iteration_brings_sigma_to_one(critic, step):
 def test_update_stats_flag(critic, step):
     params, state = critic
     x = _patches(jax.random.key(2))
-    scores, same = apply_discriminator(params, state, x, update_stats=False)
+    _, same = apply_discriminator(params, state, x, update_stats=False)
     assert same is state
+    scores = score(params, state, x)
     scores_upd, new = step(params, state, x)
     np.testing.assert_allclose(scores, scores_upd, rtol=1e-4, atol=1e-6)  # the forward is the same
     moved = [not np.allclose(new[n]["u"], state[n]["u"]) for n in LAYERS if n != "linear"]
@@ -107,15 +115,14 @@ def test_forward_uses_normalised_weights(critic):
     params, state = critic
     x = _patches(jax.random.key(3))
     scaled = dict(params, conv3=dict(params["conv3"], kernel=params["conv3"]["kernel"] * 7.0))
-    a, _ = apply_discriminator(params, state, x, update_stats=False)
-    b, _ = apply_discriminator(scaled, state, x, update_stats=False)
+    a, b = score(params, state, x), score(scaled, state, x)
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
 def test_gradient_flows_through_sigma(critic):
     params, state = critic
     x = _patches(jax.random.key(4))
-    grads = jax.grad(lambda p: apply_discriminator(p, state, x, update_stats=False)[0].sum())(params)
+    grads = jax.jit(jax.grad(lambda p: score(p, state, x).sum()))(params)
     # W / sigma(W) is scale invariant, so with the gradient through sigma, <dD/dW, W> = 0 exactly.
     # Treating sigma as a constant would leave <dD/dW, W> = d/dc D(cW) at c=1, far from 0.
     for name in LAYERS:
@@ -128,7 +135,7 @@ def test_gradient_flows_through_sigma(critic):
 def test_input_gradient_for_penalty(critic):
     params, state = critic
     x = _patches(jax.random.key(5), n=3)
-    grad_fn = jax.jit(jax.grad(lambda x: apply_discriminator(params, state, x, update_stats=False)[0].sum()))
+    grad_fn = jax.jit(jax.grad(lambda x: score(params, state, x).sum()))
     g = grad_fn(x)
     assert g.shape == x.shape
     assert np.all(np.linalg.norm(np.asarray(g).reshape(3, -1), axis=1) > 0)
@@ -143,9 +150,9 @@ def test_linear_sees_nchw_flattening(critic):
     c, h, w = 5, 2, 3
     one_hot = jnp.zeros((16384, 1)).at[c * 16 + h * 4 + w, 0].set(1.0)  # torch index of (c, h, w)
     probe = dict(params, linear={"kernel": one_hot, "bias": jnp.zeros(1)})
-    scores, _ = apply_discriminator(probe, state, x, update_stats=False)
-    _, inter = Discriminator().apply({"params": params, SN_COLLECTION: state}, x, update_stats=False,
-                                     capture_intermediates=True)
+    scores = score(probe, state, x)
+    _, inter = jax.jit(lambda v, x: Discriminator().apply(v, x, update_stats=False, capture_intermediates=True))(
+        {"params": params, SN_COLLECTION: state}, x)
     conv5 = inter["intermediates"]["conv5"]["__call__"][0]  # [N, 4, 4, 1024], before the activation
     # A one-hot kernel has sigma 1, so the score is that single LeakyReLU(0.1) feature.
     np.testing.assert_allclose(scores, jax.nn.leaky_relu(conv5[:, h, w, c], 0.1), rtol=1e-4, atol=1e-7)
@@ -162,8 +169,7 @@ def test_wrong_patch_size_raises(critic):
 def test_sigmoid_bounds_scores(critic):
     params, state = critic
     x = 3.0 * _patches(jax.random.key(7), n=4)
-    logits, _ = apply_discriminator(params, state, x, update_stats=False)
-    probs, _ = apply_discriminator(params, state, x, update_stats=False, sigmoid=True)
+    logits, probs = score(params, state, x), score(params, state, x, sigmoid=True)
     assert np.all((np.asarray(probs) > 0) & (np.asarray(probs) < 1))
     np.testing.assert_allclose(probs, jax.nn.sigmoid(logits), rtol=1e-5)
 
@@ -171,8 +177,7 @@ def test_sigmoid_bounds_scores(critic):
 def test_leading_axes(critic, step):
     params, state = critic
     x = _patches(jax.random.key(8), n=4).reshape(2, 2, 64, 64, 4)
-    scores, _ = apply_discriminator(params, state, x, update_stats=False)
-    flat, _ = apply_discriminator(params, state, x.reshape(4, 64, 64, 4), update_stats=False)
+    scores, flat = score(params, state, x), score(params, state, x.reshape(4, 64, 64, 4))
     assert scores.shape == (2, 2)
     np.testing.assert_allclose(np.asarray(scores).reshape(4), flat, rtol=1e-5, atol=1e-7)
 
@@ -207,7 +212,8 @@ def test_conv_as_matmul_equals_native_conv_to_second_order(size, k, stride):
 
     np.testing.assert_allclose(conv_as_matmul(x, kernel, stride), _native_conv(x, kernel, stride),
                                rtol=1e-5, atol=1e-5)
-    for ours, ref in [(first(conv_as_matmul)(x, kernel), first(_native_conv)(x, kernel)),
-                      (penalty(conv_as_matmul)(x, kernel), penalty(_native_conv)(x, kernel))]:
+    jit = jax.jit  # one compile per function instead of one per op of the double backward
+    for ours, ref in [(jit(first(conv_as_matmul))(x, kernel), jit(first(_native_conv))(x, kernel)),
+                      (jit(penalty(conv_as_matmul))(x, kernel), jit(penalty(_native_conv))(x, kernel))]:
         for a, b in zip(ours, ref):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(jnp.abs(b).max()))

@@ -22,6 +22,11 @@ def clean(shape=(2, 64, 128, 4), seed=1):
     return jax.random.uniform(jax.random.key(seed), shape, minval=0.1, maxval=0.9)
 
 
+def jit_generate(cfg, train=False):
+    """`generate` compiled for ``cfg``: op by op, a U-Net generator compiles each of its ops apart."""
+    return jax.jit(lambda params, key, x: sj.generate(params, key, x, cfg, train=train))
+
+
 @pytest.mark.parametrize("network", sj.generator.NETWORKS)
 @pytest.mark.parametrize("patches", sj.generator.PATCH_MODES)
 @pytest.mark.parametrize("compat", ["physics", "starlight"])
@@ -86,13 +91,13 @@ def test_patches_before_tiles_the_unet_input():
     model = sj.init_generator(jax.random.key(0), cfg_before)
     noise_only = sj.GeneratorConfig(noise=cfg_before.noise)
     x = clean((2, 64, 128, 4))
-    out = sj.generate(model.params, jax.random.key(3), x, cfg_before)
-    noisy = sj.generate({"noise": model.params["noise"]}, jax.random.key(3), x, noise_only)
+    out = jit_generate(cfg_before)(model.params, jax.random.key(3), x)
+    noisy = jit_generate(noise_only)({"noise": model.params["noise"]}, jax.random.key(3), x)
     # noise_only clips; the U-Net input is unclipped, so recompute it without the clip:
     noise_key = jax.random.split(jax.random.key(3))[0]
-    y = sj.add_noise(noise_key, model.params["noise"], x, cfg_before.noise)
+    y = jax.jit(lambda k, p, x: sj.add_noise(k, p, x, cfg_before.noise))(noise_key, model.params["noise"], x)
     unet = sj.generator._unet(cfg_before)
-    right_tile = unet.apply({"params": model.params["net"]}, y[:, :, 64:], train=False)
+    right_tile = jax.jit(lambda p, y: unet.apply({"params": p}, y, train=False))(model.params["net"], y[:, :, 64:])
     np.testing.assert_allclose(np.asarray(out[:, :, 64:]), np.clip(np.asarray(right_tile), 0, 1), atol=1e-5)
     assert noisy.shape == out.shape
 
@@ -118,6 +123,7 @@ def test_unet_skip_starts_at_the_physical_model_and_learns_through_the_gate(netw
     np.testing.assert_array_equal(model.params["gate"], np.zeros(4))
     physics = dataclasses.replace(cfg, network="noUnet", unet_skip=False)
     x, key = clean(), jax.random.key(3)
+    # Eager, both: the equality is exact, which two separately compiled programs need not keep.
     out = sj.generate(model.params, key, x, cfg, train=False)
     # The same noise key draws the same physical noise: at init the U-Net contributes exactly nothing.
     np.testing.assert_array_equal(out, sj.generate({"noise": model.params["noise"]}, key, x, physics))
@@ -125,25 +131,25 @@ def test_unet_skip_starts_at_the_physical_model_and_learns_through_the_gate(netw
     def loss(params):
         return jnp.mean(sj.generate(params, key, x, cfg) ** 2)
 
-    grads = jax.grad(loss)(model.params)
+    grads = jax.jit(jax.grad(loss))(model.params)
     assert float(jnp.abs(grads["gate"]).min()) > 0  # the gate opens from its first step
     # With the gate open, the U-Net's output is added to the physical model's.
     opened = {**model.params, "gate": jnp.full((4,), 0.5)}
-    assert not np.allclose(sj.generate(opened, key, x, cfg), out, atol=1e-3)
+    assert not np.allclose(jit_generate(cfg)(opened, key, x), out, atol=1e-3)
 
 
 def test_quantize_rounds_the_output_with_a_straight_through_gradient():
     cfg = sj.GeneratorConfig(noise=parse_noiselist("shot_read_uniform", channels=3), quantize=1 / 255)
     model = sj.init_generator(jax.random.key(0), cfg)
     x = clean((2, 32, 32, 3))
-    y = np.asarray(sj.generate(model.params, jax.random.key(1), x, cfg), np.float64)
+    y = np.asarray(jit_generate(cfg)(model.params, jax.random.key(1), x), np.float64)
     np.testing.assert_allclose(y * 255, np.round(y * 255), atol=1e-4)
     plain = dataclasses.replace(cfg, quantize=None)
-    y0 = np.asarray(sj.generate(model.params, jax.random.key(1), x, plain), np.float64)
+    y0 = np.asarray(jit_generate(plain)(model.params, jax.random.key(1), x), np.float64)
     assert np.abs(y - y0).max() <= 0.5 / 255 + 1e-6 and np.abs(y - y0).max() > 0.1 / 255
     # The gradient is that of the unrounded output (not zero, as round's own gradient is).
     loss = lambda c: lambda p: jnp.mean((sj.generate(p, jax.random.key(1), x, c) - x) ** 2)  # noqa: E731
-    g, g0 = jax.grad(loss(cfg))(model.params), jax.grad(loss(plain))(model.params)
+    g, g0 = jax.jit(jax.grad(loss(cfg)))(model.params), jax.jit(jax.grad(loss(plain)))(model.params)
     np.testing.assert_allclose(g["noise"]["read"], g0["noise"]["read"], rtol=0.05)
     assert float(g["noise"]["read"]) != 0
     # A step that does not divide 1: a saturated pixel still reads exactly 1.

@@ -14,6 +14,9 @@ from starlight_jax.models.unet import TINY_WIDTHS, UNet, UNetConfig
 BF16 = jnp.bfloat16
 # bfloat16 keeps 8 significant bits: a relative rounding of 2^-9 per value, which a few layers compound.
 REL_TOL = 2 ** -9 * 20
+# Values, not speed: each test compiles a U-Net or a critic, which would otherwise dominate (run op by op,
+# the bfloat16 U-Net took minutes on CPU).
+pytestmark = pytest.mark.usefixtures("fast_compiles")
 
 
 def _rel_err(a, b):
@@ -23,7 +26,7 @@ def _rel_err(a, b):
 def test_critic_computes_in_bfloat16_and_scores_in_float32():
     params, sn = init_discriminator(jax.random.key(0), 4, width=4)
     x = jax.random.normal(jax.random.key(1), (3, 64, 64, 4))
-    ref, _ = apply_discriminator(params, sn, x, update_stats=False)
+    ref = jax.jit(lambda p, x: apply_discriminator(p, sn, x, update_stats=False)[0])(params, x)
     fn = jax.jit(lambda p, x: apply_discriminator(p, sn, x, update_stats=False, dtype=BF16)[0])
     out = fn(params, x)
     assert out.dtype == jnp.float32 and out.shape == (3,)
@@ -41,16 +44,15 @@ def test_critic_computes_in_bfloat16_and_scores_in_float32():
 def test_unet_bfloat16_keeps_float32_output_blocks():
     model = UNet(out_channels=4, config=UNetConfig(widths=TINY_WIDTHS, residual=True), dtype=BF16)
     x = 0.2 + 0.02 * jax.random.normal(jax.random.key(0), (2, 32, 32, 4))
-    variables = model.init(jax.random.key(1), x, train=False)
+    variables = jax.jit(lambda key, x: model.init(key, x, train=False))(jax.random.key(1), x)
     assert all(v.dtype == jnp.float32 for v in jax.tree_util.tree_leaves(variables))
-    out = model.apply(variables, x, train=False)
-    ref = UNet(out_channels=4, config=model.config).apply(variables, x, train=False)
+    out = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, x)
+    ref = jax.jit(lambda v, x: UNet(out_channels=4, config=model.config).apply(v, x, train=False))(variables, x)
     assert out.dtype == jnp.float32 and 0 < _rel_err(out, ref) < REL_TOL
     # The output block runs in float32: the output is not on bfloat16's grid (~1e-3 steps at 0.2).
     assert not bool(jnp.all(out == out.astype(BF16).astype(jnp.float32)))
 
 
-@pytest.mark.usefixtures("fast_compiles")
 def test_bfloat16_critic_step_matches_float32_to_its_precision():
     # noUnet: the U-Net's precision is tested above; a critic step with its penalty is what costs here.
     base = dict(crop_size=64, frames=1, critic_width=2, decay_steps=None, init_from_data=False, critic_warmup=0)

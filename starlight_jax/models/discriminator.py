@@ -23,6 +23,7 @@ features flattened in NCHW order ``(1024, 4, 4)``, exactly like the original, so
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -242,10 +243,16 @@ def init_discriminator(key: jax.Array, channels: int, *, sigmoid: bool = False,
             f"patch_size must be a positive multiple of 16 (four stride-2 convs), got {patch_size!r}.")
     if width < 1:
         raise ValueError(f"width must be a positive int, got {width!r}.")
-    model = Discriminator(sigmoid=sigmoid, patch_size=patch_size, width=width)
-    x = jnp.zeros((1, patch_size, patch_size, channels), jnp.float32)
-    variables = model.init(key, x, update_stats=False)
+    variables = _init(key, channels=channels, sigmoid=sigmoid, patch_size=patch_size, width=width)
     return variables["params"], variables[SN_COLLECTION]
+
+
+# Compiled once per shape: run op by op, the init's ~150 small ops (random draws, power-iteration vectors,
+# each compiled on its own) took longer than the training step's compilation.
+@functools.partial(jax.jit, static_argnames=("channels", "sigmoid", "patch_size", "width"))
+def _init(key, *, channels, sigmoid, patch_size, width):
+    model = Discriminator(sigmoid=sigmoid, patch_size=patch_size, width=width)
+    return model.init(key, jnp.zeros((1, patch_size, patch_size, channels), jnp.float32), update_stats=False)
 
 
 def apply_discriminator(params: Any, sn_state: Any, x: jax.Array, *, update_stats: bool,
