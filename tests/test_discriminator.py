@@ -217,3 +217,17 @@ def test_conv_as_matmul_equals_native_conv_to_second_order(size, k, stride):
                       (jit(penalty(conv_as_matmul))(x, kernel), jit(penalty(_native_conv))(x, kernel))]:
         for a, b in zip(ours, ref):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(jnp.abs(b).max()))
+
+
+def test_compiled_init_equals_the_uncompiled_flax_init_bit_for_bit():
+    """`init_discriminator` compiles the init for speed; its weights and power-iteration start vectors must
+    still be the uncompiled init's to the bit (else every training run, the shipped default's included,
+    would move in its last bits)."""
+    from starlight_jax.models.discriminator import SN_COLLECTION, Discriminator
+
+    key = jax.random.key(3)
+    params, sn = init_discriminator(key, 4, width=8)
+    eager = Discriminator(width=8).init(key, jnp.zeros((1, 64, 64, 4), jnp.float32), update_stats=False)
+    for got, want in ((params, eager["params"]), (sn, eager[SN_COLLECTION])):
+        for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want), strict=True):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

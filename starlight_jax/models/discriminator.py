@@ -78,12 +78,18 @@ def power_iteration(matrix: jax.Array, u: jax.Array) -> tuple[jax.Array, jax.Arr
     return u_new, v
 
 
+# How a fresh ``u`` is normalised. `init_discriminator`'s compiled init stores the raw draw (the identity)
+# and normalises it afterwards, op by op, as an uncompiled init does: compiled, the norm fuses and rounds
+# otherwise, and the start vectors (so every training run) would move in their last bits.
+_U_INIT = [_l2_normalize]
+
+
 def _spectral_normalize(module: nn.Module, kernel: jax.Array, update_stats: bool) -> jax.Array:
     """``kernel / sigma`` with sigma from one power iteration; keeps ``u`` in :data:`SN_COLLECTION`."""
     matrix = kernel.reshape(-1, kernel.shape[-1])
     u_var = module.variable(
         SN_COLLECTION, "u",
-        lambda: _l2_normalize(jax.random.normal(module.make_rng("params"), (kernel.shape[-1],))))
+        lambda: _U_INIT[0](jax.random.normal(module.make_rng("params"), (kernel.shape[-1],))))
     u, v = power_iteration(matrix, u_var.value)
     sigma = v @ matrix @ u  # u, v are constants here: the gradient flows through W only, as in the original
     if update_stats and not module.is_initializing():
@@ -244,7 +250,7 @@ def init_discriminator(key: jax.Array, channels: int, *, sigmoid: bool = False,
     if width < 1:
         raise ValueError(f"width must be a positive int, got {width!r}.")
     variables = _init(key, channels=channels, sigmoid=sigmoid, patch_size=patch_size, width=width)
-    return variables["params"], variables[SN_COLLECTION]
+    return variables["params"], jax.tree_util.tree_map(_l2_normalize, variables[SN_COLLECTION])
 
 
 # Compiled once per shape: run op by op, the init's ~150 small ops (random draws, power-iteration vectors,
@@ -252,7 +258,11 @@ def init_discriminator(key: jax.Array, channels: int, *, sigmoid: bool = False,
 @functools.partial(jax.jit, static_argnames=("channels", "sigmoid", "patch_size", "width"))
 def _init(key, *, channels, sigmoid, patch_size, width):
     model = Discriminator(sigmoid=sigmoid, patch_size=patch_size, width=width)
-    return model.init(key, jnp.zeros((1, patch_size, patch_size, channels), jnp.float32), update_stats=False)
+    _U_INIT[0] = lambda u: u  # raw draws, normalised by the caller (see _U_INIT); only while tracing
+    try:
+        return model.init(key, jnp.zeros((1, patch_size, patch_size, channels), jnp.float32), update_stats=False)
+    finally:
+        _U_INIT[0] = _l2_normalize
 
 
 def apply_discriminator(params: Any, sn_state: Any, x: jax.Array, *, update_stats: bool,
