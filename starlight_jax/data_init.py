@@ -63,7 +63,7 @@ def data_init(cfg, noisy, clean, *, clipped=None) -> dict:
     return out
 
 
-MAX_TONE_GAIN = 4.0  # a knot that needs more gain than this over the plain model is not measured, see tone_init
+MAX_TONE_GAIN = 4.0  # a knot whose gain would leave [1/4, 4] is not measured (see tone_init)
 
 
 def tone_init(noise_cfg, init_values: dict, noisy, clean, *, min_weight: float = 1024.0) -> dict:
@@ -74,11 +74,12 @@ def tone_init(noise_cfg, init_values: dict, noisy, clean, *, min_weight: float =
     are each fitted by least squares as piecewise-linear functions of the clean value on the curves' knots
     (the interpolation `noise.tone_curve` uses, with a second-difference penalty); the gain is
     ``sqrt(Var[r] / Var[n])`` and the offset ``E[r] − gain · E[n]`` at each knot. Knots with less than
-    ``min_weight`` pixels take the nearest well-measured knots' values, and so do knots where the model's
-    variance is under ``1 / MAX_TONE_GAIN²`` of the data's: there (at the white end, where the camera's
-    shoulder and the clip leave the plain model almost no noise) the ratio is noise over nearly nothing.
-    On PolyU one such knot got a gain of 6404 and the initial model a residual std of 1.68 in its bin
-    (the data's: 0.011), 1.8× the data's overall.
+    ``min_weight`` pixels take the nearest well-measured knots' values, and so do knots whose gain would be
+    over ``MAX_TONE_GAIN`` or under its inverse: there the ratio of two fitted variances is one noisy
+    estimate over nearly nothing. At PolyU's white end (the shoulder and the clip leave the plain model
+    almost no noise) one knot got a gain of 6404, the initial model a residual std of 1.68 in its bin
+    (the data's: 0.011) and 1.8× the data's overall; at its black end the end knot's fitted data variance
+    undershot and the red gain was 0.01 (model 0.59 DN against the data's 1.58 below 1/32).
 
     Returns:
       ``{"tone_gain": [K, C] gains (not logs), "tone_offset": [K, C]}``.
@@ -105,7 +106,7 @@ def tone_init(noise_cfg, init_values: dict, noisy, clean, *, min_weight: float =
         model_var = np.maximum(fit(n * n) - model_mean ** 2, 1e-12)
         data_var = second - mean ** 2
         g = np.sqrt(np.clip(data_var / model_var, 1e-4, None))
-        ok &= model_var * MAX_TONE_GAIN ** 2 >= data_var
+        ok &= (model_var * MAX_TONE_GAIN ** 2 >= data_var) & (data_var * MAX_TONE_GAIN ** 2 >= model_var)
         if not ok.any():
             continue
         k = np.flatnonzero(ok)
