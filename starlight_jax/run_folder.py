@@ -68,7 +68,7 @@ def has_checkpoint(workdir) -> bool:
 def remove_partial_checkpoints(workdir: pathlib.Path, log=print) -> list[pathlib.Path]:
     """Deletes the temporary folders of checkpoint saves that never finished (a kill mid-save)."""
     removed = []
-    for sub in ("latest", "best"):
+    for sub in ("latest", "best", "init"):  # init/: a kill while the step-0 model was being saved
         folder = workdir / sub
         if folder.is_dir():
             for p in sorted(folder.iterdir()):

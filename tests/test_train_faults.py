@@ -491,3 +491,15 @@ def test_pairs_with_fewer_than_test_every_have_no_test_split(tmp_path):
     """The premise of the test above: 4 pairs, one in 5 is a test pair, so none is."""
     dataset = load_dataset("pairs", _pairs(tmp_path, 4))
     assert len(dataset.test) == 0 and len(dataset.train) == 4
+
+
+def test_unfinished_saves_are_removed_from_every_checkpoint_folder(tmp_path):
+    """A kill mid-save leaves Orbax's temporary folder in latest/, best/ or init/ (the step-0 model)."""
+    from starlight_jax import run_folder
+
+    for sub in ("latest", "best", "init"):
+        (tmp_path / sub / f"0.{run_folder.TMP_MARKER}-1").mkdir(parents=True)
+        (tmp_path / sub / "7").mkdir()  # a finished save stays
+    removed = run_folder.remove_partial_checkpoints(tmp_path, log=lambda *_: None)
+    assert sorted(p.parent.name for p in removed) == ["best", "init", "latest"]
+    assert sorted(p.name for sub in ("latest", "best", "init") for p in (tmp_path / sub).iterdir()) == ["7"] * 3
