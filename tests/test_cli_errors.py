@@ -1,6 +1,5 @@
 """Nothing lost at the CLIs: outputs refused before any work, inputs never overwritten, non-finite images
 refused, ``--root`` honoured, and a fresh checkout's commands falling back to the shipped default model."""
-import importlib.util
 import json
 import os
 import pathlib
@@ -11,6 +10,7 @@ import pytest
 
 from starlight_jax import generator
 from legacy import train_config
+from clis import load_cli
 
 pytestmark = pytest.mark.usefixtures("fast_compiles")
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -23,10 +23,7 @@ class Stop(Exception):
 
 
 def _cli(name):
-    spec = importlib.util.spec_from_file_location(f"cli_errors_{name}", REPO / "experiments" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_cli(name, "cli_errors")
 
 
 def _refused(name, argv, capsys) -> str:

@@ -1,6 +1,5 @@
 """The CLIs' persistent compilation cache (`starlight_jax.cli.setup_compilation_cache`): on by default, a
 second process of the same call reads its programs from the folder, and ``none`` turns it off."""
-import importlib.util
 import os
 import pathlib
 import subprocess
@@ -17,6 +16,7 @@ from starlight_jax.generator import save_generator
 from starlight_jax.noiselist import parse_noiselist
 from starlight_jax.run_config import RunConfig
 from starlight_jax.training import TrainConfig
+from clis import load_cli
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 HIT = "Persistent compilation cache hit"
@@ -97,10 +97,7 @@ def test_unwritable_explicit_folder_is_refused(tmp_path, capsys):
 
 
 def _module(name):
-    spec = importlib.util.spec_from_file_location(f"cache_cli_{name}", REPO / "experiments" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_cli(name, "cache_cli")
 
 
 @pytest.mark.parametrize("name", ["train", "sample", "evaluate", "export", "denoise", "denoise_benchmark"])

@@ -1,7 +1,6 @@
 """Presets (`starlight_jax.configs`): one source of training defaults, one flag per field, and the CLI's
 default behaviour unchanged by the move."""
 import dataclasses
-import importlib.util
 import json
 import pathlib
 
@@ -9,6 +8,7 @@ import pytest
 
 from starlight_jax import configs, training
 from starlight_jax.run_config import RunConfig
+from clis import load_cli
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -52,10 +52,7 @@ OLD_STARLIGHT = {
 
 
 def _train_cli():
-    spec = importlib.util.spec_from_file_location("configs_train_cli", REPO / "experiments" / "train.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_cli("train", "configs")
 
 
 def _print_config(argv, tmp_path, capsys):

@@ -1,6 +1,5 @@
 """The denoiser of issue #8: shapes, training, jit, data parallelism, save/load, the two CLIs end to end."""
 import functools
-import importlib.util
 import json
 import pathlib
 
@@ -14,6 +13,7 @@ from starlight_jax.denoise import (DenoiserConfig, DenoiseTrainConfig, baseline_
                                    train_step, write_image)
 from starlight_jax.denoise.benchmark_config import METHODS
 from legacy import train_config
+from clis import load_cli
 
 pytestmark = pytest.mark.usefixtures("fast_compiles")
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -21,10 +21,7 @@ TINY = dict(depth=3, width=8)
 
 
 def _cli(name):
-    spec = importlib.util.spec_from_file_location(name, REPO / "experiments" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_cli(name, "denoise_test")
 
 
 def _smooth(key, shape):

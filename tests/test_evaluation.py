@@ -5,7 +5,6 @@ and a run folder holding the *initial* ``shot_read_uniform`` generator, written 
 training step's compile costs ~40 s on a loaded 2-core CPU; the loader code is the same either way).
 """
 
-import importlib.util
 import json
 import math
 import pathlib
@@ -21,6 +20,7 @@ from starlight_jax.data import SensorModel, load_dataset
 from starlight_jax.generator import GeneratorConfig, init_generator
 from starlight_jax.noiselist import parse_noiselist
 from legacy import train_config
+from clis import load_cli
 
 pytestmark = pytest.mark.usefixtures("fast_compiles")
 
@@ -54,10 +54,7 @@ def model(run_dir):
 
 
 def _cli(name):
-    spec = importlib.util.spec_from_file_location(f"starlight_{name}_cli", REPO / "experiments" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_cli(name, "evaluation_test")
 
 
 def _finite(x):

@@ -11,7 +11,6 @@ over 2 x 2 devices sum in another order), and each step must be logged once (by 
 That one process with 4 devices trains the losses of one device is
 tests/test_training.py::test_multi_device_losses_match_single_device (shard and pmap).
 """
-import importlib.util
 import json
 import os
 import pathlib
@@ -25,6 +24,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from starlight_jax import parallel
+from clis import load_cli
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 STEPS, STOP_AT = 4, 2
@@ -94,10 +94,7 @@ def test_process_flags_are_checked_before_any_work(cli, monkeypatch, capsys, fla
 # ------------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def cli():
-    spec = importlib.util.spec_from_file_location("starlight_train_cli_multihost", REPO / "experiments" / "train.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_cli("train", "multihost")
 
 
 def _free_port() -> int:

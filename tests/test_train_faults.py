@@ -7,7 +7,6 @@ tiny model (critic width 4, one-frame bursts) for a few steps; one subprocess te
 """
 import dataclasses
 import fcntl
-import importlib.util
 import json
 import os
 import pathlib
@@ -26,6 +25,7 @@ from starlight_jax import run_folder, train_loop, training
 from starlight_jax.data import BurstSource, load_dataset
 from legacy import train_config
 from test_training import shared_step_compiles  # noqa: F401 (autouse: the loop tests share compiled steps)
+from clis import load_cli
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TINY = ["--steps", "4", "--eval_every", "2", "--crop_size", "64", "--frames", "1", "--frame_size", "64",
@@ -38,10 +38,7 @@ pytestmark = pytest.mark.usefixtures("fast_compiles")  # a few tiny steps: compi
 
 @pytest.fixture(scope="module")
 def cli():
-    spec = importlib.util.spec_from_file_location("starlight_train_cli_faults", REPO / "experiments" / "train.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_cli("train", "faults")
 
 
 @pytest.fixture

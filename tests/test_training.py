@@ -10,7 +10,6 @@ than the compiles save. Compiling the critic's steps is most of the time, so tes
 import contextlib
 import dataclasses
 import functools
-import importlib.util
 import math
 import pathlib
 import types
@@ -28,6 +27,7 @@ from starlight_jax.data.pipeline import BurstLoader
 from starlight_jax.models.discriminator import apply_discriminator
 from starlight_jax.parallel import DataParallel
 from legacy import train_config
+from clis import load_cli
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # Physical shot+read noise, Fourier critic input, 2 frames (2 patches per burst): the steps of the toy and
@@ -496,10 +496,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(monkeypatch, tmp_p
 # ------------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def cli():
-    spec = importlib.util.spec_from_file_location("starlight_train_cli", REPO / "experiments" / "train.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_cli("train", "training")
 
 
 @pytest.mark.parametrize("flags,message", [
