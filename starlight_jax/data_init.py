@@ -96,8 +96,6 @@ def tone_init(noise_cfg, init_values: dict, noisy, clean, *, min_weight: float =
     for c in range(noise_cfg.channels):
         fit, weight = _piecewise_linear_fit(t[..., c].ravel(), knots)
         ok = weight >= min_weight
-        if not ok.any():
-            continue
         r, n = residual[..., c].ravel(), model[..., c].ravel()
         mean, second = fit(r), fit(r * r)
         # The model's own mean: zero for the additive components, not for `isp` (a concave tone curve
