@@ -74,6 +74,10 @@ def test_evaluate_model_keys_and_values(model, dataset):
         assert m["n_bursts"] == 2 and m["n_images"] == 2 * 2 and m["n_samples"] == 2
         assert m["kld_starlight_sum"] == pytest.approx(2 * m["kld_starlight_mean"])
         assert m["akld"] >= 0
+        # Sample 0 against sample 1: for white noise about 1 / 25 whatever its level (the 7x7 window
+        # averages ~25 pixels; `test_akld_scores_an_exact_correlated_model_above_white_noise...` has 0.043).
+        if name != "model":
+            assert 0.03 < m["akld_floor"] < 0.06, (name, m["akld_floor"])
     phys = result["physical_parameters"]
     assert set(phys) == {"shot", "read", "uniform", "variance_intercept"}
     assert phys["read"]["truth_key"] == "read"  # the model has its own quantisation term
@@ -141,6 +145,8 @@ def test_a_model_without_its_own_map_gets_the_datas_pattern_as_the_baselines_do(
     plain = generate(model.params, key, jax.numpy.asarray(samples.clean[0]), model.config, train=False)
     np.testing.assert_allclose(samples.generated["model"][0, 0], np.clip(np.asarray(plain) + fmap, 0, 1),
                                atol=1e-6)
+    # One draw: no second one to put in the real data's place, so no AKLD floor.
+    assert evaluation.score_samples(samples, srgb=False)["model"]["akld_floor"] is None
 
 
 def test_structure_scores_known_answers():

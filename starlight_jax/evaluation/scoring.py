@@ -20,6 +20,11 @@ Metrics per model (all in `starlight_jax.metrics`):
 * ``kld_noiseflow`` (raw data) or ``kld_srgb`` (sRGB data: the ``pairs`` source and SIDD sRGB): residual
   histogram KLD, averaged over bursts;
 * ``akld``: DANet's AKLD over ``n_samples`` independent samples, averaged over bursts;
+* ``akld_floor``: the AKLD of the model's sample 0 against its sample 1 in the real data's place (None with
+  ``n_samples=1``): what the model would score if the real noise were its own. AKLD compares 7×7 local
+  variances, whose sampling scatter grows with the noise's spatial correlation, so a model with the data's
+  correlation scores higher than a white one of the same level (`starlight_jax.metrics.akld`); this floor
+  says how much of a model's AKLD is that scatter;
 * ``residual_mean`` / ``residual_std`` of sample 0 (also given for the real data, key ``"real"``);
 * ``n_bursts``, ``n_images`` (= bursts x frames: the number of noisy images scored) and ``n_samples``.
 
@@ -94,6 +99,8 @@ def score_samples(samples: EvalSamples, *, srgb: bool) -> dict:
             res["kld_noiseflow"] = float(np.mean([
                 kld_noiseflow(samples.real[i], ref[i], gen[0, i]) for i in range(n)]))
         res["akld"] = float(np.mean([akld(samples.real[i], ref[i], gen[:, i]) for i in range(n)]))
+        res["akld_floor"] = (float(np.mean([akld(gen[1, i], ref[i], gen[0, i]) for i in range(n)]))
+                             if gen.shape[0] > 1 else None)
         r = samples.residual(gen[0])
         res["residual_mean"], res["residual_std"] = float(r.mean()), float(r.std())
         res["n_bursts"], res["n_images"], res["n_samples"] = int(n), int(n * t), int(gen.shape[0])
