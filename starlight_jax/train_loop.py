@@ -60,21 +60,30 @@ class NonFiniteLoss(RuntimeError):
 
 def _data_init(cfg: training.TrainConfig, dataset, global_batch: int, max_batches: int = 8) -> dict:
     """`data_init` on the first ``max_batches`` training batches of epoch 0 (deterministic in the
-    seed): the loader's bursts depend on their position only, so these are the first bursts read one by one."""
-    from starlight_jax.data.batches import load_batches, residual_arrays
+    seed): the loader's bursts depend on their position only, so these are the first bursts read one by one.
+    With ``isp``, large crops of every training pair; with ``tone``, the level curves are fitted on the
+    whole images (one frame each, at most ``TONE_BURSTS``)."""
+    from starlight_jax.data.batches import largest_crop, load_batches, residual_arrays
 
+    noise = cfg.generator.noise
     n_bursts = max(1, min(max_batches, len(dataset.split("train")) // global_batch)) * global_batch
     crop = cfg.crop_size
-    if cfg.generator.noise.isp:  # moments of lagged correlations want many pixels: large crops of every pair
-        from starlight_jax.data.batches import largest_crop
-
+    if noise.isp:  # moments of lagged correlations want many pixels: large crops of every pair
         crop = max(crop, largest_crop(dataset, cfg.crop_size, cap=256))
         n_bursts = min(len(dataset.split("train")), 64)
     batches = load_batches(dataset, "train", crop_size=crop, frames=cfg.frames, seed=cfg.seed,
                            max_bursts=n_bursts)
     # The model adds the fixed1 map itself: fit the rest (as the baselines are fitted).
-    noisy, clean, noisy_raw = residual_arrays(dataset, batches, cfg.generator.noise.fixed)
-    return data_init(cfg, noisy, clean, clipped=noisy_raw)
+    noisy, clean, noisy_raw = residual_arrays(dataset, batches, noise.fixed)
+    tone_pairs = None
+    if noise.tone:
+        whole = load_batches(dataset, "train", crop_size=max(cfg.crop_size, largest_crop(dataset, cfg.crop_size)),
+                             frames=1, seed=cfg.seed, max_bursts=min(len(dataset.split("train")), TONE_BURSTS))
+        tone_pairs = residual_arrays(dataset, whole, noise.fixed)[:2]
+    return data_init(cfg, noisy, clean, clipped=noisy_raw, tone_pairs=tone_pairs)
+
+
+TONE_BURSTS = 64  # of whole (<= 512²) training images for the tone curves: 16.8 M pixels per channel at most
 
 
 @functools.lru_cache(maxsize=4)

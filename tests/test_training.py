@@ -22,6 +22,7 @@ import pytest
 
 from starlight_jax import noise as noise_lib
 from starlight_jax import losses, train_loop, training
+from starlight_jax.data import load_dataset
 from starlight_jax.data_init import data_init
 from starlight_jax.data.pipeline import BurstLoader
 from starlight_jax.models.discriminator import apply_discriminator
@@ -556,6 +557,32 @@ def test_data_init_of_tone_matches_the_residual_level_and_mean_per_intensity():
     np.testing.assert_allclose(used["tone_offset"], values["tone_offset"], rtol=1e-5, atol=1e-9)
 
 
+def test_tone_curves_are_fitted_on_tone_pairs_and_the_loop_passes_whole_images(monkeypatch):
+    """``tone_pairs`` replaces the pairs the level curves are fitted on (the shot/read fit keeps its own):
+    residuals of std 0.01 for the Poisson-Gaussian fit and of std 0.02 for the curves give gains of 2, to
+    5 standard errors of a knot's variance ratio (see the test above: relative variance 2 + 2 over ~1/15 of
+    64 x 64^2 pixels). The training loop hands `data_init` whole frames of one frame each for them."""
+    rng = np.random.default_rng(4)
+    clean = rng.uniform(0.05, 0.95, (64, 64, 64, 3))
+    noisy = clean + 0.01 * rng.standard_normal(clean.shape)
+    tone_noisy = clean + 0.02 * rng.standard_normal(clean.shape)
+    cfg = train_config(noiselist="read_tone", network="noUnet", crop_size=64, frames=1, channels=3)
+    values = data_init(cfg, noisy, clean, tone_pairs=(tone_noisy, clean))
+    assert values["read"] == pytest.approx(1e-4, rel=0.02)  # from (noisy, clean), not the tone pairs
+    rel_se = np.sqrt(4 / (clean[..., 0].size / 15))
+    np.testing.assert_allclose(values["tone_gain"][1:-1], 2.0, rtol=5 * rel_se)
+
+    seen = {}
+    monkeypatch.setattr(train_loop, "data_init", lambda cfg, noisy, clean, **kw: seen.update(kw) or {})
+    dataset = load_dataset("synthetic", frame_size=(128, 128), bursts_per_scene=1)
+    cfg = train_config(noiselist="shot_read_tone", network="noUnet", crop_size=64, frames=2, channels=4)
+    train_loop._data_init(cfg, dataset, global_batch=1)
+    tone_noisy, tone_clean = seen["tone_pairs"]
+    n_train = len(dataset.split("train"))
+    assert tone_noisy.shape == tone_clean.shape == (n_train, 1, 128, 128, 4)
+    assert seen["clipped"].shape[2:4] == (64, 64)  # the shot/read fit keeps the training crops
+
+
 def test_level_term_is_the_squared_log_power_ratio_per_channel_and_pulls_the_level_to_the_data():
     rng = np.random.default_rng(3)
     real = rng.standard_normal((4, 32, 32, 2)) * np.array([0.01, 0.02])
@@ -628,7 +655,6 @@ def test_critic_scale_multiplies_the_residual_the_critic_sees():
 
 def test_critic_scale_auto_is_one_over_the_training_residual_std():
     from starlight_jax import configs
-    from starlight_jax.data import load_dataset
     from starlight_jax.data.batches import load_batches
 
     dataset = load_dataset("synthetic", frame_size=(64, 64), bursts_per_scene=1)
