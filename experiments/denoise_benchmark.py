@@ -51,7 +51,7 @@ def parse_args(argv=None):
                     help="test on every pair of this folder instead of the test split (same --dataset type)")
     ap.add_argument("--methods", default="model,poisson_gaussian,binned_gaussian,real",
                     help="comma-separated subset of model, gaussian, poisson_gaussian, binned_gaussian, real")
-    ap.add_argument("--preset", default="standard", help="named sizes: standard (default) or tiny; the size "
+    ap.add_argument("--preset", default="standard", help="named sizes: standard (default), long (1000 steps) or tiny; the size "
                     "flags below (default: the preset's) override it")
     ap.add_argument("--seeds", type=int, default=2, help="denoisers per method (seeds --seed, --seed + 1, ...); "
                     "ties need >= 2")

@@ -254,6 +254,8 @@ def test_presets_and_overrides():
     from starlight_jax.denoise.benchmark_config import PRESETS, BenchmarkConfig, preset_config
 
     assert preset_config("standard") == BenchmarkConfig()  # the library default is the standard preset
+    # "long" is the standard net and schedule, trained 1000 steps (the steps override gives the same config)
+    assert preset_config("long") == preset_config("standard", steps=1000) != BenchmarkConfig()
     cfg = preset_config("tiny", steps=7, width=None, lr=3e-3, seeds=3)
     assert cfg.steps == 7 and cfg.seeds == 3 and cfg.train.lr == 3e-3
     assert cfg.denoiser.width == PRESETS["tiny"]["width"] and cfg.crop_size == PRESETS["tiny"]["crop_size"]
