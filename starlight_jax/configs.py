@@ -73,7 +73,7 @@ _COMMON = dict(
     # TrainConfig
     noiselist=DEFAULT_NOISELIST, compat="physics", unet_opts="residualFalse_conv_tconv_selu", unet_widths=None,
     unet_skip=False, per_channel=False, quantize="auto", sigmoid=False, lpips_weight=1.0, structure_weight=0.0,
-    critic_scale=1.0,
+    critic_scale=1.0, freeze_tone=False,
     lr=2e-4, b1=0.5, b2=0.999, physics_optimizer="nsgd", decay_floor=0.05, lambda_gp=10.0, batch_size=1,
     channels=None, seed=0, precision="float32",
     # RunConfig
@@ -114,11 +114,12 @@ def srgb() -> dict:
 
     noiselist shot_read_isp_tone, per_channel, 1 frame, crop 64, 8 pairs per batch, 600 critic steps,
     100-step warm-up, structure term 1, level term 10, no U-Net, critic width 16, n_critic 1, critic scale
-    auto (the residual critic sees unit-scale noise; docs/srgb.md).
+    auto (the residual critic sees unit-scale noise), tone curves frozen at their fit on the whole training
+    images (docs/srgb.md).
     """
     return {**cpu(), "noiselist": "shot_read_isp_tone", "per_channel": True, "frames": 1, "batch_size": 8,
             "steps": 600, "critic_warmup": 100, "structure_weight": 1.0, "dataset": "pairs", "frame_size": None,
-            "critic_scale": "auto"}
+            "critic_scale": "auto", "freeze_tone": True}
 
 
 def starlight() -> dict:

@@ -583,6 +583,21 @@ def test_tone_curves_are_fitted_on_tone_pairs_and_the_loop_passes_whole_images(m
     assert seen["clipped"].shape[2:4] == (64, 64)  # the shot/read fit keeps the training crops
 
 
+@pytest.mark.parametrize("freeze", [False, True])
+def test_freeze_tone_keeps_the_tone_curves_and_updates_the_rest(freeze):
+    cfg = train_config(noiselist="shot_read_tone", network="noUnet", crop_size=64, frames=1, channels=3,
+                       freeze_tone=freeze)
+    params = training.create_train_state(jax.random.key(0), cfg).g_params
+    g_tx, _ = training._optimizers(cfg, params)
+    grads = jax.tree_util.tree_map(jnp.ones_like, params)
+    updates, _ = g_tx.update(grads, g_tx.init(params), params)
+    moved = {k: bool(jnp.any(v != 0)) for k, v in updates["noise"].items()}
+    assert moved["shot"] and moved["read"]
+    assert moved["tone_gain"] is moved["tone_offset"] is (not freeze), moved
+    with pytest.raises(ValueError, match="freeze_tone needs the tone component"):
+        train_config(noiselist="shot_read", network="noUnet", crop_size=64, frames=1, freeze_tone=True)
+
+
 def test_level_term_is_the_squared_log_power_ratio_per_channel_and_pulls_the_level_to_the_data():
     rng = np.random.default_rng(3)
     real = rng.standard_normal((4, 32, 32, 2)) * np.array([0.01, 0.02])
