@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "to the real batch's (default 0; the sRGB recipe uses 1 with the isp component)")
     g.add_argument("--freeze_tone", action=argparse.BooleanOptionalAction,
                    help="keep the tone curves at their data-init fit (on every training pixel) while the GAN "
-                        "refines the rest (the srgb preset; default off)")
+                        "refines the rest (default off)")
     g.add_argument("--critic_scale", default=None,
                    help="the residual critic sees (noisy - clean) x this: 'auto' (1/std of the training pairs' "
                         "residual: unit-scale noise for the critic; the srgb preset) or a number (default 1)")

@@ -87,8 +87,8 @@ class TrainConfig:
     structure_weight: float = 0.0
     # Keep the `tone` curves at their data-init values: the GAN refines the other parameters only. The
     # curves are a closed-form fit on every training pixel (~10 M per channel on PolyU), the critic sees 8
-    # patches of 64² a step; trained, they drifted from it in a way that made the block KLDs worse (the sRGB
-    # recipe sets it; docs/srgb.md, session 8).
+    # patches of 64² a step. On the sRGB pairs it tied training them, per scene, on every structure metric
+    # (docs/srgb.md, session 8), so the recipe leaves it off.
     freeze_tone: bool = False
     # Adam for both players; physics_lr (if set) for the generator's physical scalars.
     lr: float = 2e-4
