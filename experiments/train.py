@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--level_weight", type=float, default=None,
                    help="weight of the term holding the generated residual power per channel to the real batch's "
                         "(default 10 under --compat physics, 0 under starlight: the original has none)")
+    g.add_argument("--level_bins", type=int, default=None,
+                   help="clean-intensity bins of the level term: 1 (default) holds the power per channel, 16 "
+                        "the noise level function per channel")
     g.add_argument("--structure_weight", type=float, default=None,
                    help="weight of the term holding the generated residual's lagged cross-channel correlations "
                         "to the real batch's (default 0; the sRGB recipe uses 1 with the isp component)")

@@ -73,7 +73,7 @@ _COMMON = dict(
     # TrainConfig
     noiselist=DEFAULT_NOISELIST, compat="physics", unet_opts="residualFalse_conv_tconv_selu", unet_widths=None,
     unet_skip=False, per_channel=False, quantize="auto", sigmoid=False, lpips_weight=1.0, structure_weight=0.0,
-    critic_scale=1.0, freeze_tone=False,
+    critic_scale=1.0, freeze_tone=False, level_bins=1,
     lr=2e-4, b1=0.5, b2=0.999, physics_optimizer="nsgd", decay_floor=0.05, lambda_gp=10.0, batch_size=1,
     channels=None, seed=0, precision="float32",
     # RunConfig

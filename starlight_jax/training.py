@@ -82,6 +82,9 @@ class TrainConfig:
     # Weight of `level_term`, which holds the generator's residual power per channel to the real batch's
     # (0: the adversarial loss alone, as in the original).
     level_weight: float = 10.0
+    # Intensity bins of the level term (1: the power per channel; more: per channel and clean-intensity bin,
+    # which holds the noise level function).
+    level_bins: int = 1
     # Weight of `structure_term`, which holds the generated residual's lagged cross-channel correlations to
     # the real batch's (0: off; the sRGB recipe uses it with the isp component).
     structure_weight: float = 0.0
@@ -151,6 +154,8 @@ class TrainConfig:
         if self.critic_scale != 1.0 and self.critic_condition != "residual":
             raise ValueError(f"critic_scale {self.critic_scale} needs critic_condition='residual' (it scales the "
                              f"residual the critic sees), got {self.critic_condition!r}")
+        if isinstance(self.level_bins, bool) or not isinstance(self.level_bins, int) or self.level_bins < 1:
+            raise ValueError(f"level_bins must be an int >= 1, got {self.level_bins!r}")
         for name in ("level_weight", "structure_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -351,7 +356,8 @@ def g_step(cfg: TrainConfig, state: TrainState, batch, lpips_params=None, axis_n
         adv = -global_mean(scores, axis_name) / cfg.critic_scale
         loss, metrics = adv, dict(g_adv=adv)
         if cfg.level_weight:
-            term = level_term(fake - batch["clean"], batch["noisy"] - batch["clean"], axis_name)
+            term = level_term(fake - batch["clean"], batch["noisy"] - batch["clean"], axis_name,
+                              clean=batch["clean"], bins=cfg.level_bins)
             loss = loss + cfg.level_weight * term
             metrics["level"] = term
         if cfg.structure_weight:

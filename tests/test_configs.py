@@ -44,7 +44,7 @@ OLD_DEFAULT = {
     "decay_floor": 0.05, "init_from_data": True, "n_critic": 1, "critic_warmup": 200, "lambda_gp": 10.0,
     "batch_size": 1, "frames": 8, "crop_size": 64, "channels": 4, "seed": 0}
 # Fields added since, at the values that keep the old behaviour.
-NEW_NEUTRAL = {"critic_scale": 1.0, "precision": "float32", "freeze_tone": False}
+NEW_NEUTRAL = {"critic_scale": 1.0, "precision": "float32", "freeze_tone": False, "level_bins": 1}
 OLD_STARLIGHT = {
     **OLD_DEFAULT, "noiselist": "shot_read_uniform_row1_rowt_fixed1_periodic", "compat": "starlight",
     "quantize": None, "discriminator_loss": "fourier", "critic_condition": "none", "generator_loss": "lpips",

@@ -598,6 +598,35 @@ def test_freeze_tone_keeps_the_tone_curves_and_updates_the_rest(freeze):
         train_config(noiselist="shot_read", network="noUnet", crop_size=64, frames=1, freeze_tone=True)
 
 
+def test_binned_level_term_weighs_each_intensity_bins_log_power_ratio_by_its_count():
+    """Clean values 0.1 (3/4 of the pixels) and 0.7 (1/4), 2 bins: the fake residual has 4x the real power in
+    image 0's dark pixels, 1x elsewhere, so 2.5x in the dark bin of the batch and 1x in the bright one: the
+    term is 3/4 (log 2.5)^2; the one-bin term sees only the overall power ratio. A bin under ``min_count``
+    pixels does not count. Split over two devices, each sees another ratio: only sums over both agree."""
+    clean = np.full((2, 16, 16, 2), 0.1)
+    clean[:, :, 12:] = 0.7
+    real = np.where(np.random.default_rng(5).random(clean.shape) < 0.5, -0.01, 0.01)
+    fake = np.where(clean < 0.5, 2.0, 1.0) * real
+    fake[1] = real[1]
+    args = [jnp.asarray(a, jnp.float32) for a in (fake, real)]
+    binned = float(losses.level_term(*args, clean=jnp.asarray(clean, jnp.float32), bins=2))
+    np.testing.assert_allclose(binned, 0.75 * np.log(2.5) ** 2, rtol=1e-5)
+    one = float(losses.level_term(*args))
+    np.testing.assert_allclose(one, np.log(0.75 * 2.5 + 0.25) ** 2, rtol=1e-5)
+    # With 128 bright pixels below min_count, only the dark bin is left: (log 2.5)^2.
+    only_dark = float(losses.level_term(*args, clean=jnp.asarray(clean, jnp.float32), bins=2, min_count=129))
+    np.testing.assert_allclose(only_dark, np.log(2.5) ** 2, rtol=1e-5)
+    # Split over 2 devices (one image each), the counts and powers are summed across them: the same term.
+    split = [a.reshape(2, 1, 16, 16, 2) for a in (*args, jnp.asarray(clean, jnp.float32))]
+    per_device = jax.pmap(lambda f, r, c: losses.level_term(f, r, "d", clean=c, bins=2), axis_name="d",
+                          devices=jax.devices()[:2])(*split)
+    np.testing.assert_allclose(np.asarray(per_device), binned, rtol=1e-5)
+    with pytest.raises(ValueError, match="needs the clean images"):
+        losses.level_term(*args, bins=2)
+    with pytest.raises(ValueError, match="level_bins must be an int >= 1"):
+        train_config(noiselist="read", network="noUnet", crop_size=64, frames=1, level_bins=0)
+
+
 def test_level_term_is_the_squared_log_power_ratio_per_channel_and_pulls_the_level_to_the_data():
     rng = np.random.default_rng(3)
     real = rng.standard_normal((4, 32, 32, 2)) * np.array([0.01, 0.02])
