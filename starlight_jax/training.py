@@ -83,7 +83,8 @@ class TrainConfig:
     # (0: the adversarial loss alone, as in the original).
     level_weight: float = 10.0
     # Intensity bins of the level term (1: the power per channel; more: per channel and clean-intensity bin,
-    # which holds the noise level function).
+    # which holds the training batch's noise level function). 16 tied 1 per scene on every structure metric
+    # of the sRGB recipe (docs/srgb.md, session 8).
     level_bins: int = 1
     # Weight of `structure_term`, which holds the generated residual's lagged cross-channel correlations to
     # the real batch's (0: off; the sRGB recipe uses it with the isp component).
