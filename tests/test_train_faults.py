@@ -271,13 +271,24 @@ def test_devices_are_stored_resolved_but_an_older_run_folder_keeps_all(cli, reco
     assert recorder["run"].devices is None
 
 
+@pytest.fixture
+def sigint_enabled():
+    """SIGINT with Python's default handler for the test (and the processes it starts). A shell starts
+    background jobs with SIGINT ignored (`pytest ... &`), and the CLIs rightly leave an ignored SIGINT
+    ignored, so these tests would see no Ctrl-C at all."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 class _RaisesSigintWhenCollected:
     def __del__(self):
         signal.raise_signal(signal.SIGINT)  # runs the Python handler here, inside the finaliser
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the swallowed Interrupted
-def test_an_interrupt_swallowed_by_a_finaliser_is_still_seen(cli, recorder, monkeypatch, capsys, tmp_path):
+def test_an_interrupt_swallowed_by_a_finaliser_is_still_seen(cli, recorder, monkeypatch, capsys, tmp_path,
+                                                            sigint_enabled):
     """Python prints and ignores an exception raised in ``__del__``: a start-up Ctrl-C was lost that way."""
     import starlight_jax.data
 
@@ -328,7 +339,7 @@ def test_loop_stops_before_its_first_step_on_a_pending_interrupt(tmp_path):
     assert any("stopped by SIGINT before the first step; nothing was trained" in m for m in messages), messages
 
 
-def test_ctrl_c_during_startup_exits_130_without_traceback(tmp_path):
+def test_ctrl_c_during_startup_exits_130_without_traceback(tmp_path, sigint_enabled):
     """SIGINT while the start-up compiles: before, a KeyboardInterrupt traceback and often a segfault."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1", "JAX_PLATFORMS": "cpu"}
     proc = subprocess.Popen([sys.executable, str(REPO / "experiments" / "train.py"), *TINY, "--save_path",
