@@ -1,4 +1,4 @@
-"""A small differentiable camera pipeline (ISP) for the ``isp`` noise token: where sRGB noise is made.
+r"""A small differentiable camera pipeline (ISP) for the ``isp`` noise token: where sRGB noise is made.
 
 A processed (sRGB) image is not the sensor's image plus white noise. The camera adds Poisson–Gaussian noise
 to a Bayer mosaic of linear values, then demosaicks it (each output pixel mixes its neighbours), applies a

@@ -1,4 +1,4 @@
-"""The downstream test of a noise model (issue #8): train one denoiser per noise source, score on real pairs.
+r"""The downstream test of a noise model (issue #8): train one denoiser per noise source, score on real pairs.
 
 `run_benchmark(train_data, model=..., config=...)` trains the same `DnCNN` (same init, steps, batches and
 step keys for a given seed) on pairs made from the clean crops of the train split by
@@ -282,7 +282,7 @@ def spread(values: Sequence[float]) -> float:
 
 
 def is_tie(a: Sequence[float], b: Sequence[float]) -> bool:
-    """Whether two methods' per-seed scores ``a`` and ``b`` tie: :math:`|\bar a - \bar b| \le
+    r"""Whether two methods' per-seed scores ``a`` and ``b`` tie: :math:`|\bar a - \bar b| \le
     \max(\mathrm{spread}(a), \mathrm{spread}(b))` (`spread` is max - min). A reference without seeds
     (the noisy input) is passed as one value, spread 0. Equal means always tie."""
     gap = abs(float(np.mean(a)) - float(np.mean(b)))

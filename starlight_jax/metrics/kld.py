@@ -340,7 +340,7 @@ def akld(real_noisy, clean, model_noisy_samples, *, window: int = 7,
     :math:`\\tfrac12(0.1 - 1 + \\log 10) \\approx 0.70` (ratio 0.1).
 
     AKLD does not reach 0 for a perfect model: each local variance averages about 25 pixels (the window's
-    :math:`1 / (\sum k_i^2)^2`), fewer effective ones when the noise is spatially correlated, and the
+    :math:`1 / (\\sum k_i^2)^2`), fewer effective ones when the noise is spatially correlated, and the
     real and the model's local variances scatter independently. A model with the data's correlation
     therefore scores *higher* than white noise of the same level, whose local variances scatter less: for
     noise blurred by a 3-tap binomial kernel (2×2 block-variance ratio 2.8, as in sRGB pairs) an exact model
