@@ -66,11 +66,12 @@ def _data_init(cfg: training.TrainConfig, dataset, global_batch: int, max_batche
     from starlight_jax.data.batches import largest_crop, load_batches, residual_arrays
 
     noise = cfg.generator.noise
-    n_bursts = max(1, min(max_batches, len(dataset.split("train")) // global_batch)) * global_batch
+    n_train = len(dataset.split("train"))
+    n_bursts = max(1, min(max_batches, n_train // global_batch)) * global_batch
     crop = cfg.crop_size
     if noise.isp:  # moments of lagged correlations want many pixels: large crops of every pair
         crop = max(crop, largest_crop(dataset, cfg.crop_size, cap=256))
-        n_bursts = min(len(dataset.split("train")), 64)
+        n_bursts = min(n_train, 64)
     batches = load_batches(dataset, "train", crop_size=crop, frames=cfg.frames, seed=cfg.seed,
                            max_bursts=n_bursts)
     # The model adds the fixed1 map itself: fit the rest (as the baselines are fitted).
@@ -78,7 +79,7 @@ def _data_init(cfg: training.TrainConfig, dataset, global_batch: int, max_batche
     tone_pairs = None
     if noise.tone:
         whole = load_batches(dataset, "train", crop_size=max(cfg.crop_size, largest_crop(dataset, cfg.crop_size)),
-                             frames=1, seed=cfg.seed, max_bursts=min(len(dataset.split("train")), TONE_BURSTS))
+                             frames=1, seed=cfg.seed, max_bursts=min(n_train, TONE_BURSTS))
         tone_pairs = residual_arrays(dataset, whole, noise.fixed)[:2]
     return data_init(cfg, noisy, clean, clipped=noisy_raw, tone_pairs=tone_pairs)
 

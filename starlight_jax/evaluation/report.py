@@ -69,7 +69,7 @@ def metrics_table(result: dict) -> str:
     header = ["", "KLD starlight (mean)", "KLD starlight (sum)", kld.replace("kld_", "KLD "), "AKLD",
               "AKLD floor (2 draws)", "residual mean", "residual std", "n_images"]
     rows = [[LABELS[m], result[m]["kld_starlight_mean"], result[m]["kld_starlight_sum"], result[m][kld],
-             result[m]["akld"], result[m].get("akld_floor"), result[m]["residual_mean"], result[m]["residual_std"],
+             result[m]["akld"], result[m]["akld_floor"], result[m]["residual_mean"], result[m]["residual_std"],
              result[m]["n_images"]] for m in MODELS]
     rows.append(["(real data)", None, None, None, None, None, result["real"]["residual_mean"],
                  result["real"]["residual_std"], None])
