@@ -1,10 +1,10 @@
 """Tests for the WGAN-GP steps (starlight_jax.training), data parallelism, the training loop and its CLI.
 
 Shapes are the smallest the fixed-size critic allows: 64×64 crops, one or two frames, so one or two
-64×64 patches per burst, and the ``noUnet`` generator. Unlike other modules these tests keep XLA's
-optimisations on (no ``fast_compiles``): the critic step runs ~7x slower without them, which costs more
-than the compiles save. Compiling the critic's steps is most of the time, so tests share them (fixtures
-``shared_step_compiles`` and ``one_device``).
+64×64 patches per burst, and the ``noUnet`` generator, with a width-8 critic (the losses, not the width,
+are under test). Compiling the critic's steps is most of the time: XLA's optimisations are skipped
+(``fast_compiles``; a width-8 critic step runs as fast without them, a width-64 one ~7x slower) and tests
+share compiled steps (fixtures ``shared_step_compiles`` and ``one_device``).
 """
 
 import contextlib
@@ -27,8 +27,16 @@ from starlight_jax.data_init import data_init
 from starlight_jax.data.pipeline import BurstLoader
 from starlight_jax.models.discriminator import apply_discriminator
 from starlight_jax.parallel import DataParallel
-from legacy import train_config
+import legacy
 from clis import load_cli
+
+pytestmark = pytest.mark.usefixtures("fast_compiles")
+
+
+def train_config(**fields) -> training.TrainConfig:
+    """`legacy.train_config` with a width-8 critic unless given."""
+    return legacy.train_config(**{"critic_width": 8, **fields})
+
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # Physical shot+read noise, Fourier critic input, 2 frames (2 patches per burst): the steps of the toy and
@@ -353,8 +361,11 @@ def test_gradient_penalty_interpolates_with_eps_on_real():
 def test_critic_steps_separate_bright_real_from_dark_fake(toy_run):
     _, metrics, _, step = toy_run
     first, last = metrics[0], metrics[-1]  # before and after one update
-    assert last["d_loss"] < first["d_loss"] - 0.5
-    assert last["d_real"] - last["d_fake"] > first["d_real"] - first["d_fake"] + 0.5  # scores real above fake
+    # The critic's Wasserstein estimate: ~0 at init (0.004), 0.13 after one Adam update of the width-8
+    # critic; an update of the wrong sign would lower it. (The penalty term, ~8.5 at λ = 10, barely moves
+    # in one step, so d_loss itself is not the test.)
+    gap = [m["d_real"] - m["d_fake"] for m in (first, last)]
+    assert abs(gap[0]) < 0.02 and gap[1] > gap[0] + 0.1, gap
     assert step == len(metrics)
 
 
@@ -371,13 +382,10 @@ def _two_iterations(dp, d_step, g_step, host_state, batch):
     return out, dp.get_state(state), compiles[0]
 
 
-@pytest.mark.usefixtures("fast_compiles")
 def test_multi_device_losses_match_single_device(one_device):
-    """A global batch of 4 one-frame bursts: one device, jit over 4 devices and pmap over 4 agree. (A width-8
-    critic: the placement, not the width, is under test, and three compilations of the width-64 steps took
-    minutes of the suite.)"""
+    """A global batch of 4 one-frame bursts: one device, jit over 4 devices and pmap over 4 agree."""
     batch = _toy_batch(b=GLOBAL_BATCH, t=1, seed=6)
-    cfg = dataclasses.replace(PAR_CFG, critic_width=8)
+    cfg = PAR_CFG
     initial_state = jax.device_get(training.create_train_state(jax.random.key(cfg.seed), cfg))
 
     def run(dp):
