@@ -18,6 +18,7 @@ from starlight_jax import evaluation, plots, structure, train_loop, training
 from starlight_jax.checkpoint import load_noise_model
 from starlight_jax.data import SensorModel, load_dataset
 from starlight_jax.generator import GeneratorConfig, init_generator
+from starlight_jax.models import TINY_WIDTHS
 from starlight_jax.noiselist import parse_noiselist
 from legacy import train_config
 from clis import load_cli
@@ -323,14 +324,15 @@ def test_without_sensor_maps_leaves_the_random_components_unchanged():
     rounded = init_generator(jax.random.key(0), GeneratorConfig(noise=noise, quantize=1 / 255), fixed_pattern=fixed)
     assert rounded.config.quantize == 1 / 255 and without_sensor_maps(rounded).config.quantize is None
     with pytest.raises(ValueError, match="Unet"):
-        without_sensor_maps(init_generator(jax.random.key(0), GeneratorConfig(noise=noise, network="Unet"),
-                                           fixed_pattern=fixed))
+        unet = GeneratorConfig(noise=noise, network="Unet", unet_widths=TINY_WIDTHS)
+        without_sensor_maps(init_generator(jax.random.key(0), unet, fixed_pattern=fixed))
 
 
 def generator_generate(model, key, clean, offset=None):
+    """`generate` compiled (op by op, each of its ops compiles apart)."""
     from starlight_jax.generator import generate
 
-    return generate(model.params, key, clean, model.config, fixed_offset=offset)
+    return jax.jit(lambda p, k, x, o: generate(p, k, x, model.config, fixed_offset=o))(model.params, key, clean, offset)
 
 
 def test_evaluate_cli_compare_with_uses_the_same_keys(run_dir, tmp_path, capsys):
