@@ -17,9 +17,10 @@ import tempfile  # noqa: E402
 import pytest  # noqa: E402
 
 # One persistent compilation cache for this pytest run, shared by its xdist workers and removed at its end:
-# many tests compile the same programs (the same tiny configs' training steps, the same U-Nets), and a
-# program read back from the cache costs a few ms instead of seconds of XLA. Nothing from an earlier run is
-# read (a fresh folder), and nothing is written outside the run's temporary folder.
+# some tests compile the same programs as others (the same tiny configs' steps, the same U-Nets), and one
+# read back from the cache takes 0.02-0.3 s instead of its compile. The gain is small (in the generator,
+# U-Net and isp modules: 18 hits, ~10 s). Nothing from an earlier run is read (a fresh folder), and nothing
+# is written outside the run's temporary folder.
 TEST_CACHE_ENV = "STARLIGHT_JAX_TEST_CACHE"
 
 

@@ -4,7 +4,8 @@ Shapes are the smallest the fixed-size critic allows: 64×64 crops, one or two f
 64×64 patches per burst, and the ``noUnet`` generator, with a width-8 critic (the losses, not the width,
 are under test). Compiling the critic's steps is most of the time: XLA's optimisations are skipped
 (``fast_compiles``: a width-8 critic step then compiles in 10 s instead of 19 s and runs in 0.16 s
-instead of 0.13 s; a width-64 one would run ~7x slower) and tests share compiled steps (fixtures ``shared_step_compiles`` and ``one_device``).
+instead of 0.13 s; a width-64 one would run ~7x slower) and tests share compiled steps (fixtures
+``shared_step_compiles`` and ``one_device``).
 """
 
 import contextlib
